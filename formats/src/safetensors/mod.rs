@@ -1,0 +1,1 @@
+//! safetensors: reader (single file and sharded), streaming writer. (Being written.)

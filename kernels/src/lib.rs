@@ -1,0 +1,2 @@
+//! Numeric kernels for ckpt-opt: pure functions over slices. Threading is the caller's job.
+pub mod cpu;

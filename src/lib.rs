@@ -1,0 +1,1 @@
+//! ckpt-opt: streaming transforms of sharded, memory-mapped LLM checkpoints.
