@@ -1,1 +1,5 @@
 //! ckpt-opt: streaming transforms of sharded, memory-mapped LLM checkpoints.
+
+pub mod error;
+
+pub use error::{Error, Result};
