@@ -1,0 +1,159 @@
+//! GGUF → Hugging Face folder: the inverse of `hf_to_gguf`. Names mapped back, q/k rows
+//! un-permuted, `config.json` and tokenizer files rebuilt from the metadata, weights written
+//! as safetensors shards in one dtype (GGUF keeps norms in F32; they are cast back, which is
+//! exact when they were widened from the same dtype).
+
+use super::{cast_op, dense_dtype, from_source, ConvertOptions};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::{self, ModelConfig};
+use crate::plan::{Op, OutputLayout, Plan, PlannedFile, SideFile};
+use formats::safetensors::{self, TensorSpec};
+use formats::Dtype;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<Plan> {
+    let Checkpoint::Gguf(model) = input else {
+        return Err(Error::Usage("expected a GGUF input".into()));
+    };
+    let path = input.display_path();
+    let metadata = model.metadata();
+    let mut config = crate::import::hf_config::config_from_gguf(metadata, &path)?;
+    let tokenizer = crate::import::tokenizer::tokenizer_from_gguf(metadata, &path)?;
+    let cfg = ModelConfig::from_json(&path, &config.to_string())?;
+
+    let sources = input.tensors();
+    let out_dtype = match opts.dtype {
+        Some(d) => d,
+        None => super::weight_dtype(&sources).unwrap_or(Dtype::F16),
+    };
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert(
+            "torch_dtype".into(),
+            serde_json::Value::String(torch_dtype_name(out_dtype).into()),
+        );
+    }
+
+    let mut by_hf_name = HashMap::new();
+    for (index, src) in sources.iter().enumerate() {
+        // llama.cpp derives rope_freqs from the config; Hugging Face has no such tensor.
+        if src.name == "rope_freqs.weight" {
+            continue;
+        }
+        let hf = model::gguf_to_hf_name(&src.name).ok_or_else(|| {
+            Error::tensor(
+                &input.file_paths()[src.file],
+                &src.name,
+                "no Hugging Face name for this tensor",
+            )
+        })?;
+        by_hf_name.insert(hf, index);
+    }
+
+    // Hugging Face order (the model's module order), which also checks completeness.
+    let mut made = Vec::new();
+    for expected in cfg.expected_tensors() {
+        let Some(&index) = by_hf_name.get(&expected.name) else {
+            return Err(Error::tensor(&path, &expected.name, "missing (the metadata implies it)"));
+        };
+        let src = &sources[index];
+        if src.shape != expected.shape {
+            return Err(Error::tensor(
+                &input.file_paths()[src.file],
+                &src.name,
+                format!(
+                    "shape {:?} does not match the metadata (expected {:?})",
+                    src.shape, expected.shape
+                ),
+            ));
+        }
+        let from = dense_dtype(input, src, "converted to safetensors (dequantization is not supported yet)")?;
+        let mut ops = Vec::new();
+        if let Some(n_head) = model::permute::qk_permutation_heads(&cfg, expected.role) {
+            ops.push(Op::PermuteQk {
+                n_head: n_head as u64,
+                inverse: true,
+            });
+        }
+        ops.extend(cast_op(from, out_dtype));
+        made.push((expected.name, index, ops));
+    }
+    if made.len() != by_hf_name.len() {
+        let expected: std::collections::HashSet<&str> = made.iter().map(|m| m.0.as_str()).collect();
+        let extra = by_hf_name
+            .keys()
+            .find(|k| !expected.contains(k.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        return Err(Error::tensor(&path, extra, "not part of the model the metadata describes"));
+    }
+
+    let specs = made
+        .iter()
+        .map(|(name, index, _)| TensorSpec {
+            name: name.clone(),
+            dtype: out_dtype,
+            shape: sources[*index].shape.clone(),
+        })
+        .collect();
+    let st_meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let shards = safetensors::plan_shards(specs, opts.max_shard_size, Some(&st_meta))?;
+    let by_name: HashMap<&str, &(String, usize, Vec<Op>)> =
+        made.iter().map(|m| (m.0.as_str(), m)).collect();
+    let files = shards
+        .files
+        .into_iter()
+        .map(|(name, layout)| PlannedFile {
+            name,
+            size: layout.total_size,
+            tensors: layout
+                .tensors
+                .iter()
+                .map(|t| {
+                    let (_, index, ops) = by_name[t.spec.name.as_str()];
+                    from_source(
+                        &t.spec.name,
+                        out_dtype.name().into(),
+                        t.spec.shape.clone(),
+                        t.start,
+                        t.len,
+                        *index,
+                        &sources[*index],
+                        ops.clone(),
+                    )
+                })
+                .collect(),
+            header: layout.header,
+        })
+        .collect();
+
+    let mut side_files = vec![
+        SideFile::json("config.json", &config),
+        SideFile::json("tokenizer.json", &tokenizer.tokenizer_json),
+        SideFile::json("tokenizer_config.json", &tokenizer.tokenizer_config),
+    ];
+    if let Some(index) = shards.index_json {
+        side_files.push(SideFile {
+            name: "model.safetensors.index.json".into(),
+            bytes: index,
+        });
+    }
+    Ok(Plan {
+        job: "convert gguf -> safetensors".into(),
+        target: output.to_path_buf(),
+        layout: OutputLayout::Folder,
+        files,
+        side_files,
+    })
+}
+
+/// The `torch_dtype` spelling transformers writes in config.json.
+pub(super) fn torch_dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "float32",
+        Dtype::BF16 => "bfloat16",
+        Dtype::F64 => "float64",
+        _ => "float16",
+    }
+}

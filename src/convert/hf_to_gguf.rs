@@ -1,0 +1,189 @@
+//! Hugging Face safetensors → GGUF, as llama.cpp's `convert_hf_to_gguf.py` does it: llama.cpp
+//! tensor names, q/k rows permuted for llama.cpp's rotary layout, 1-D tensors in F32, the
+//! `general.*`/`<arch>.*` metadata and the tokenizer as `tokenizer.ggml.*`.
+
+use super::{cast_op, dense_dtype, from_source, model_name, split_output_path, weight_dtype};
+use super::ConvertOptions;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::export::gguf_meta;
+use crate::model::{self, ModelConfig};
+use crate::plan::{Op, OutputLayout, Plan, PlannedFile, PlannedTensor, Recipe};
+use formats::gguf::{self, GgmlType, GgufTensorSpec};
+use formats::Dtype;
+use std::collections::HashMap;
+use std::path::Path;
+
+pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<Plan> {
+    let root = input.root();
+    let cfg = ModelConfig::load(&root)?;
+    let sources = input.tensors();
+    check_against_config(input, &cfg, &sources)?;
+
+    let out_dtype = match opts.dtype {
+        Some(d) => d,
+        None => match weight_dtype(&sources) {
+            Some(d @ (Dtype::F32 | Dtype::F16 | Dtype::BF16)) => d,
+            _ => Dtype::F16,
+        },
+    };
+    let file_type = match out_dtype {
+        Dtype::F32 => gguf_meta::FILE_TYPE_F32,
+        Dtype::BF16 => gguf_meta::FILE_TYPE_BF16,
+        _ => gguf_meta::FILE_TYPE_F16,
+    };
+    let mut metadata = gguf_meta::llama_metadata(&cfg, &model_name(input, opts), file_type);
+    let vocab = crate::export::tokenizer::vocab_from_hf(&root, cfg.vocab_size)?;
+    metadata.extend(vocab.metadata);
+
+    // (gguf name, source index, output dtype, ops) in input order.
+    let mut made = Vec::new();
+    for (index, src) in sources.iter().enumerate() {
+        if model::is_skipped_hf_tensor(&src.name) {
+            continue;
+        }
+        let name = model::hf_to_gguf_name(&src.name).ok_or_else(|| {
+            Error::tensor(
+                &input.file_paths()[src.file],
+                &src.name,
+                "no llama.cpp name for this tensor",
+            )
+        })?;
+        let from = dense_dtype(input, src, "converted to GGUF")?;
+        // convert_hf_to_gguf.py `prepare_tensors`: 1-D tensors and norms stay F32.
+        let to = if src.shape.len() <= 1 || name.ends_with("_norm.weight") {
+            Dtype::F32
+        } else {
+            out_dtype
+        };
+        let mut ops = Vec::new();
+        if let Some((role, _)) = model::role_of_hf_name(&src.name) {
+            if let Some(n_head) = model::permute::qk_permutation_heads(&cfg, role) {
+                ops.push(Op::PermuteQk {
+                    n_head: n_head as u64,
+                    inverse: false,
+                });
+            }
+        }
+        ops.extend(cast_op(from, to));
+        made.push((name, index, to, ops));
+    }
+
+    let rope_freqs = gguf_meta::llama3_rope_freqs(&cfg);
+    let mut specs: Vec<GgufTensorSpec> = made
+        .iter()
+        .map(|(name, index, to, _)| {
+            let ggml_type = GgmlType::from_dtype(*to).unwrap_or(GgmlType::F32);
+            GgufTensorSpec {
+                name: name.clone(),
+                dims: sources[*index].shape.iter().rev().copied().collect(),
+                ggml_type,
+            }
+        })
+        .collect();
+    if let Some(freqs) = &rope_freqs {
+        specs.insert(
+            0,
+            GgufTensorSpec {
+                name: "rope_freqs.weight".into(),
+                dims: vec![freqs.len() as u64],
+                ggml_type: GgmlType::F32,
+            },
+        );
+    }
+
+    let layouts = gguf::plan_split(&metadata, specs, &opts.split)?;
+    let (dir, file_name) = split_output_path(output);
+    let prefix = file_name.strip_suffix(".gguf").unwrap_or(&file_name).to_string();
+    let by_name: HashMap<&str, &(String, usize, Dtype, Vec<Op>)> =
+        made.iter().map(|m| (m.0.as_str(), m)).collect();
+    let count = layouts.len();
+    let mut files = Vec::with_capacity(count);
+    for (i, layout) in layouts.into_iter().enumerate() {
+        let mut tensors = Vec::with_capacity(layout.tensors.len());
+        for t in &layout.tensors {
+            let shape: Vec<u64> = t.spec.dims.iter().rev().copied().collect();
+            if t.spec.name == "rope_freqs.weight" {
+                let freqs = rope_freqs.as_deref().unwrap_or_default();
+                tensors.push(PlannedTensor {
+                    name: t.spec.name.clone(),
+                    dtype: GgmlType::F32.name().into(),
+                    shape,
+                    offset: t.start,
+                    len: t.len,
+                    recipe: Recipe {
+                        source: String::new(),
+                        source_index: usize::MAX,
+                        row_elements: freqs.len() as u64,
+                        ops: Vec::new(),
+                    },
+                    inline: Some(freqs.iter().flat_map(|f| f.to_le_bytes()).collect()),
+                });
+                continue;
+            }
+            let (_, index, _, ops) = by_name[t.spec.name.as_str()];
+            tensors.push(from_source(
+                &t.spec.name,
+                t.spec.ggml_type.name().into(),
+                shape,
+                t.start,
+                t.len,
+                *index,
+                &sources[*index],
+                ops.clone(),
+            ));
+        }
+        let name = if count == 1 {
+            file_name.clone()
+        } else {
+            gguf::split_file_name(&prefix, i, count)
+        };
+        files.push(PlannedFile {
+            name,
+            size: layout.total_size,
+            header: layout.header,
+            tensors,
+        });
+    }
+    Ok(Plan {
+        job: "convert safetensors -> gguf".into(),
+        target: dir,
+        layout: OutputLayout::Files,
+        files,
+        side_files: Vec::new(),
+    })
+}
+
+/// Every tensor the config implies must be present with its shape, and nothing unknown.
+pub(super) fn check_against_config(
+    input: &Checkpoint,
+    cfg: &ModelConfig,
+    sources: &[crate::checkpoint::SourceTensor],
+) -> Result<()> {
+    let present: HashMap<&str, &crate::checkpoint::SourceTensor> =
+        sources.iter().map(|t| (t.name.as_str(), t)).collect();
+    let path = input.display_path();
+    for expected in cfg.expected_tensors() {
+        match present.get(expected.name.as_str()) {
+            None => {
+                return Err(Error::tensor(
+                    &path,
+                    &expected.name,
+                    "missing (config.json implies it)",
+                ))
+            }
+            Some(t) if t.shape != expected.shape => {
+                return Err(Error::tensor(
+                    &input.file_paths()[t.file],
+                    &t.name,
+                    format!(
+                        "shape {:?} does not match config.json (expected {:?})",
+                        t.shape, expected.shape
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Plans: every job is metadata-only planning followed by streaming execution.
+//!
+//! A [`Plan`] lists the output files with their final headers and, for each output tensor,
+//! its offset, size and [`Recipe`]. Because every size is known before any data is touched,
+//! headers are written first and tensors can be produced independently and in parallel
+//! ([`execute`]). `--dry-run` prints the plan as JSON.
+
+mod exec;
+
+pub use exec::{execute, ExecOptions, ExecStats};
+
+use formats::Dtype;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// How the outputs land on disk.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputLayout {
+    /// A folder built under a temp name and renamed as a whole (HF checkpoints).
+    Folder,
+    /// One or more sibling files (a GGUF file or split set), each renamed when complete.
+    Files,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// What the job does, e.g. "convert safetensors -> gguf".
+    pub job: String,
+    /// The output folder (`Folder`) or the folder the files go in (`Files`).
+    pub target: PathBuf,
+    pub layout: OutputLayout,
+    pub files: Vec<PlannedFile>,
+    /// Small files written whole (config.json, tokenizer files, shard index).
+    pub side_files: Vec<SideFile>,
+}
+
+impl Plan {
+    pub fn output_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum::<u64>()
+            + self.side_files.iter().map(|f| f.bytes.len() as u64).sum::<u64>()
+    }
+
+    pub fn tensor_count(&self) -> usize {
+        self.files.iter().map(|f| f.tensors.len()).sum()
+    }
+
+    /// The largest single tensor written, which bounds per-tensor working memory.
+    pub fn largest_tensor_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|f| f.tensors.iter().map(|t| t.len))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedFile {
+    /// File name relative to the plan's target.
+    pub name: String,
+    pub size: u64,
+    /// The exact bytes at offset 0 (format header, offsets final).
+    #[serde(skip)]
+    pub header: Vec<u8>,
+    pub tensors: Vec<PlannedTensor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedTensor {
+    pub name: String,
+    /// Output element type name (safetensors dtype or ggml type).
+    pub dtype: String,
+    /// Row-major shape of the output.
+    pub shape: Vec<u64>,
+    /// Absolute offset in the output file.
+    pub offset: u64,
+    pub len: u64,
+    pub recipe: Recipe,
+    /// Data computed at plan time (for example llama.cpp's `rope_freqs`), written as is.
+    #[serde(skip)]
+    pub inline: Option<Vec<u8>>,
+}
+
+/// How an output tensor is made from one input tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recipe {
+    /// Input tensor name.
+    pub source: String,
+    /// Index into the input's tensor list (`Checkpoint::tensors`).
+    #[serde(skip)]
+    pub source_index: usize,
+    /// Elements per row of the source (its innermost dimension); rows are the unit of work.
+    pub row_elements: u64,
+    pub ops: Vec<Op>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Element-wise dtype conversion.
+    Cast { from: Dtype, to: Dtype },
+    /// llama.cpp's rotary row order for q/k (see `model::permute`): rows regrouped within
+    /// each of `n_head` heads; `inverse` undoes it (GGUF -> Hugging Face).
+    PermuteQk { n_head: u64, inverse: bool },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SideFile {
+    pub name: String,
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+impl SideFile {
+    pub fn json(name: &str, value: &serde_json::Value) -> Self {
+        let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+        bytes.push(b'\n');
+        SideFile {
+            name: name.to_string(),
+            bytes,
+        }
+    }
+}
