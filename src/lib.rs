@@ -1,5 +1,16 @@
 //! ckpt-opt: streaming transforms of sharded, memory-mapped LLM checkpoints.
+//!
+//! Every job is planned from metadata ([`plan::Plan`]) and then streamed by the executor
+//! ([`plan::execute`]) from memory-mapped inputs to outputs that appear only when complete.
 
+pub mod checkpoint;
+pub mod cli;
+pub mod convert;
 pub mod error;
+pub mod export;
+pub mod import;
+pub mod inspect;
+pub mod model;
+pub mod plan;
 
 pub use error::{Error, Result};

@@ -1,1 +1,27 @@
-fn main() {}
+//! The `ckpt-opt` binary: parse, run, print one line per error chain, exit with a code.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = ckpt_opt::cli::Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match ckpt_opt::cli::run(cli, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let mut line = format!("ckpt-opt: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !line.contains(&text) {
+                    line.push_str(": ");
+                    line.push_str(&text);
+                }
+                source = cause.source();
+            }
+            eprintln!("{line}");
+            ExitCode::from(err.exit_code() as u8)
+        }
+    }
+}

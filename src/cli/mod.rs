@@ -1,0 +1,272 @@
+//! Command-line definitions (clap) and the thin glue from flags to library calls. Raw flags
+//! become validated options before any work starts.
+
+use crate::checkpoint::Checkpoint;
+use crate::convert::{self, ConvertOptions, OutputFormat};
+use crate::error::{Error, Result};
+use crate::plan::{self, ExecOptions};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use formats::Dtype;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ckpt-opt",
+    version,
+    about = "Turn LLM checkpoints into deployment artifacts, streaming, in bounded memory"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// No progress output on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Print the result as JSON on stdout (implies --quiet).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j', global = true, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Describe a checkpoint: safetensors file or Hugging Face folder, GGUF file or split set.
+    Inspect(InspectArgs),
+    /// Convert between Hugging Face safetensors and GGUF, change dtype, reshard or split.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A .safetensors file, a Hugging Face folder, a .gguf file or any member of a split set.
+    pub path: PathBuf,
+    /// Omit the per-tensor table.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Input checkpoint (format detected from its content).
+    pub input: PathBuf,
+    /// Output: a .gguf file (split sets get -0000N-of-0000M suffixes) or a folder for hf.
+    pub output: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: FormatArg,
+    /// Output dtype of the weights (default: keep the input's).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// hf output: largest shard, e.g. 5GB (default, as Hugging Face), 500MB, 2GiB.
+    #[arg(long, value_parser = parse_size)]
+    pub max_shard_size: Option<u64>,
+    /// gguf output: split into files of at most this size, e.g. 2G (as llama-gguf-split).
+    #[arg(long, value_parser = parse_size, conflicts_with = "split_max_tensors")]
+    pub split_max_size: Option<u64>,
+    /// gguf output: split into files of at most this many tensors.
+    #[arg(long)]
+    pub split_max_tensors: Option<usize>,
+    /// gguf output: general.name (default: the input folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print the plan (outputs, tensors, recipes, bytes, memory estimate) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace an existing output (the old one stays until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    pub chunk_size: u64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum FormatArg {
+    Gguf,
+    Hf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl From<DtypeArg> for Dtype {
+    fn from(d: DtypeArg) -> Dtype {
+        match d {
+            DtypeArg::F32 => Dtype::F32,
+            DtypeArg::F16 => Dtype::F16,
+            DtypeArg::Bf16 => Dtype::BF16,
+        }
+    }
+}
+
+/// Parses `5GB` (decimal, as Hugging Face and llama.cpp), `2GiB` (binary) or plain bytes.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (examples: 5GB, 500MB, 2GiB, 1048576)"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => return Err(format!("unknown size unit `{other}` in `{text}`")),
+    };
+    let bytes = value * scale;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{text}` is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Runs the parsed command, printing results to `out`.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let show_progress = !(cli.global.quiet || cli.global.json);
+    match cli.command {
+        Command::Inspect(args) => {
+            let ins = crate::inspect::inspect(&args.path)?;
+            if cli.global.json {
+                write_json(out, &ins)
+            } else {
+                write_out(out, &crate::inspect::render(&ins, !args.summary))
+            }
+        }
+        Command::Convert(args) => {
+            let input = Checkpoint::open(&args.input)?;
+            let opts = ConvertOptions {
+                format: match args.format {
+                    FormatArg::Gguf => OutputFormat::Gguf,
+                    FormatArg::Hf => OutputFormat::Hf,
+                },
+                dtype: args.dtype.map(Dtype::from),
+                max_shard_size: args
+                    .max_shard_size
+                    .unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
+                split: formats::gguf::SplitOptions {
+                    max_tensors: args.split_max_tensors,
+                    max_bytes: args.split_max_size,
+                },
+                model_name: args.name,
+            };
+            if matches!(opts.format, OutputFormat::Hf)
+                && (args.split_max_size.is_some() || args.split_max_tensors.is_some())
+            {
+                return Err(Error::Usage(
+                    "--split-max-size/--split-max-tensors apply to gguf output; use --max-shard-size for hf".into(),
+                ));
+            }
+            let plan = convert::plan_convert(&input, &args.output, &opts)?;
+            let threads = if cli.global.threads == 0 {
+                rayon::current_num_threads()
+            } else {
+                cli.global.threads
+            };
+            if args.dry_run {
+                let report = DryRun {
+                    input_bytes: input.tensor_bytes(),
+                    output_bytes: plan.output_bytes(),
+                    tensors: plan.tensor_count(),
+                    threads,
+                    estimated_peak_bytes: estimated_peak(args.chunk_size, threads),
+                    plan: &plan,
+                };
+                return write_json(out, &report);
+            }
+            let stats = plan::execute(
+                &plan,
+                &input,
+                &ExecOptions {
+                    threads,
+                    chunk_bytes: args.chunk_size,
+                    progress: show_progress,
+                    force: args.force,
+                },
+            )?;
+            if cli.global.json {
+                write_json(out, &stats)
+            } else {
+                let gbps = stats.bytes_written as f64 / stats.seconds.max(1e-9) / 1e9;
+                let mut text = String::new();
+                for f in &stats.files {
+                    text.push_str(&format!("wrote {}\n", f.display()));
+                }
+                text.push_str(&format!(
+                    "{} in {:.2}s ({gbps:.2} GB/s)\n",
+                    crate::inspect::human_bytes(stats.bytes_written),
+                    stats.seconds
+                ));
+                write_out(out, &text)
+            }
+        }
+    }
+}
+
+/// Working memory of the executor: each thread holds at most a chunk in and a chunk out,
+/// plus a fixed allowance for the program itself and headers.
+pub fn estimated_peak(chunk_bytes: u64, threads: usize) -> u64 {
+    2 * chunk_bytes * threads as u64 + (32 << 20)
+}
+
+#[derive(serde::Serialize)]
+struct DryRun<'a> {
+    input_bytes: u64,
+    output_bytes: u64,
+    tensors: usize,
+    threads: usize,
+    estimated_peak_bytes: u64,
+    plan: &'a plan::Plan,
+}
+
+fn write_json<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
+    text.push('\n');
+    write_out(out, &text)
+}
+
+fn write_out(out: &mut dyn Write, text: &str) -> Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(formats::FormatError::io("<stdout>", "write", e).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_size("2G"), Ok(2_000_000_000));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("5XB").is_err());
+        assert!(parse_size("GB").is_err());
+        assert!(parse_size("0").is_err());
+    }
+}
