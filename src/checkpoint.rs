@@ -72,9 +72,9 @@ pub enum Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens `path`, telling the format from its content: a folder is a Hugging Face
-    /// safetensors checkpoint; a file starting with `GGUF` is GGUF; any other file is
-    /// read as safetensors.
+    /// Opens `path`: a folder is a Hugging Face safetensors checkpoint; a file named `.gguf` or
+    /// starting with the GGUF magic is GGUF (so a damaged GGUF gets GGUF's error messages);
+    /// any other file is read as safetensors.
     pub fn open(path: &Path) -> Result<Self> {
         if path.is_dir() {
             return Ok(Checkpoint::Safetensors(SafetensorsModel::open(path)?));
@@ -85,7 +85,8 @@ impl Checkpoint {
         let n = file
             .read(&mut magic)
             .map_err(|e| formats::FormatError::io(path, "read", e))?;
-        if n == 4 && &magic == b"GGUF" {
+        let named_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        if named_gguf || (n == 4 && &magic == b"GGUF") {
             Ok(Checkpoint::Gguf(GgufModel::open(path)?))
         } else {
             Ok(Checkpoint::Safetensors(SafetensorsModel::open(path)?))

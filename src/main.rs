@@ -4,6 +4,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Past a file-size limit the kernel sends SIGXFSZ, which would kill us mid-write; ignored,
+    // the write fails with EFBIG instead and is reported like a full disk, temp files removed.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = ckpt_opt::cli::Cli::parse();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

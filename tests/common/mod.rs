@@ -1,0 +1,90 @@
+//! Helpers shared by the black-box tests: run the built binary, find fixtures and Python.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("fixtures").join(name)
+}
+
+pub const MODELS: [&str; 4] = ["llama-gqa", "qwen2-bias", "mistral-spm", "llama-tied"];
+
+/// Runs `ckpt-opt ARGS` and returns its output.
+pub fn ckpt_opt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckpt-opt"))
+        .args(args)
+        .output()
+        .expect("the ckpt-opt binary runs")
+}
+
+/// Runs and requires success, printing stdout/stderr on failure.
+pub fn ok(args: &[&str]) -> String {
+    let out = ckpt_opt(args);
+    assert!(
+        out.status.success(),
+        "ckpt-opt {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and requires failure with `code`; returns stderr, which must be one line.
+pub fn fails(args: &[&str], code: i32) -> String {
+    let out = ckpt_opt(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "ckpt-opt {args:?}: expected exit {code}\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected a one-line error, got:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    stderr
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// The interop interpreter: $CKPT_OPT_PYTHON, else the project venv. Missing is a failure,
+/// not a skip: these checks are what proves our files are readable by others.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CKPT_OPT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python for the interop checks at {}: run `bash scripts/python-env.sh` first",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs a Python script from tests/interop with arguments; requires success.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(root().join("tests/interop").join(script))
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
