@@ -1,0 +1,409 @@
+//! GGUF `general.*` and `<arch>.*` metadata for the Llama family, as llama.cpp's
+//! `convert_hf_to_gguf.py` writes it: same keys, same value types, same order.
+//!
+//! Order (convert_hf_to_gguf.py `ModelBase.prepare_metadata`, `TextModel.prepare_metadata`):
+//! 1. `general.architecture` (string) — `GGUFWriter.__init__` calls `add_architecture()`;
+//! 2. `general.type` = "model" (string) — `ModelBase.set_type`;
+//! 3. `general.name` (string) — `Metadata.set_gguf_meta_model` (it also writes `general.basename`,
+//!    `general.size_label`, `general.finetune`, ... guessed from the model card and directory name;
+//!    those heuristics are not reproduced here);
+//! 4. `TextModel.set_gguf_parameters`: `block_count`, `context_length`, `embedding_length`,
+//!    `feed_forward_length`, `attention.head_count`, `attention.head_count_kv`, rope scaling keys,
+//!    `rope.freq_base`, `attention.layer_norm_rms_epsilon`, `attention.key_length` +
+//!    `attention.value_length` (only when `head_dim` is in the hparams), `general.file_type`;
+//!    then `LlamaModel.set_gguf_parameters` appends `llama.vocab_size` and `llama.rope.dimension_count`
+//!    (`Qwen2Model` appends nothing for a plain causal LM);
+//! 5. `general.quantization_version` (u32 = 2) — end of `ModelBase.prepare_metadata`;
+//! 6. tokenizer keys (`set_vocab`), appended by the tokenizer module, not here.
+//!
+//! Value types are those of `gguf-py/gguf/gguf_writer.py`: every count/length `add_uint32`,
+//! `add_layer_norm_rms_eps`/`add_rope_freq_base`/`add_rope_scaling_factor` `add_float32`,
+//! `add_rope_scaling_type` `add_string`, `add_file_type`/`add_quantization_version` `add_uint32`.
+
+use formats::gguf::MetadataValue;
+use serde_json::Value;
+
+use crate::model::{Architecture, ModelConfig};
+
+/// `LlamaFileType` (gguf-py/gguf/constants.py).
+pub const FILE_TYPE_F32: u32 = 0;
+pub const FILE_TYPE_F16: u32 = 1;
+pub const FILE_TYPE_Q4_0: u32 = 2;
+pub const FILE_TYPE_Q8_0: u32 = 7;
+pub const FILE_TYPE_Q4_K_M: u32 = 15;
+pub const FILE_TYPE_Q6_K: u32 = 18;
+pub const FILE_TYPE_BF16: u32 = 32;
+
+/// `GGML_QUANT_VERSION` (gguf-py/gguf/constants.py).
+pub const GGML_QUANT_VERSION: u32 = 2;
+
+/// Counts and lengths are written with `add_uint32`; [`ModelConfig::from_json`] rejects values that
+/// do not fit, so the saturation here only affects hand-built configs.
+fn u32v(v: u64) -> MetadataValue {
+    MetadataValue::U32(u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+fn s(v: &str) -> MetadataValue {
+    MetadataValue::String(v.to_string())
+}
+
+/// The `rope_scaling` object of the original config.json (after `TextModel.__init__` mirrors
+/// `type` into `rope_type`).
+fn raw_rope(cfg: &ModelConfig) -> Option<&serde_json::Map<String, Value>> {
+    cfg.raw.get("rope_scaling").and_then(Value::as_object)
+}
+
+fn raw_rope_f64(cfg: &ModelConfig, key: &str) -> Option<f64> {
+    raw_rope(cfg)
+        .and_then(|r| r.get(key))
+        .and_then(Value::as_f64)
+}
+
+/// Rope scaling keys, `TextModel.set_gguf_parameters`: `linear` and `yarn` need a `factor`;
+/// `llama3` writes nothing here (its `rope_freqs.weight` tensor comes from
+/// [`crate::model::llama3_rope_freqs`]); `su`/`longrope` write only the type; others nothing.
+fn rope_scaling_keys(cfg: &ModelConfig, arch: &str, out: &mut Vec<(String, MetadataValue)>) {
+    let Some(rs) = &cfg.rope_scaling else { return };
+    let factor = raw_rope_f64(cfg, "factor");
+    let kind = rs.kind.as_str();
+    match (kind, factor) {
+        ("linear", Some(f)) => {
+            out.push((format!("{arch}.rope.scaling.type"), s("linear")));
+            out.push((
+                format!("{arch}.rope.scaling.factor"),
+                MetadataValue::F32(f as f32),
+            ));
+        }
+        ("yarn", Some(f)) => {
+            out.push((format!("{arch}.rope.scaling.type"), s("yarn")));
+            out.push((
+                format!("{arch}.rope.scaling.factor"),
+                MetadataValue::F32(f as f32),
+            ));
+            // The converter indexes rope_params["original_max_position_embeddings"] (KeyError if absent).
+            if let Some(orig) = rs.original_max_position_embeddings {
+                out.push((
+                    format!("{arch}.rope.scaling.original_context_length"),
+                    u32v(orig),
+                ));
+            }
+            let attn =
+                raw_rope_f64(cfg, "attention_factor").or_else(|| raw_rope_f64(cfg, "attn_factor"));
+            for (key, v) in [
+                ("yarn_ext_factor", raw_rope_f64(cfg, "extrapolation_factor")),
+                ("yarn_attn_factor", attn),
+                ("yarn_beta_fast", raw_rope_f64(cfg, "beta_fast")),
+                ("yarn_beta_slow", raw_rope_f64(cfg, "beta_slow")),
+            ] {
+                if let Some(v) = v {
+                    out.push((
+                        format!("{arch}.rope.scaling.{key}"),
+                        MetadataValue::F32(v as f32),
+                    ));
+                }
+            }
+        }
+        ("su" | "longrope", _) => {
+            out.push((format!("{arch}.rope.scaling.type"), s("longrope")));
+        }
+        _ => {}
+    }
+}
+
+/// Whether the converter's hparams hold `head_dim`, which makes `TextModel.set_gguf_parameters`
+/// write `attention.key_length`/`value_length`. The converter loads hparams with
+/// `AutoConfig.from_pretrained(...).to_dict()`; `LlamaConfig` and `MistralConfig` always set
+/// `head_dim` (defaulting to hidden_size / heads), `Qwen2Config` has no such argument, so for Qwen2
+/// only an explicit `head_dim` in config.json gets there.
+fn hparams_have_head_dim(cfg: &ModelConfig) -> bool {
+    match cfg.architecture {
+        Architecture::Llama | Architecture::Mistral => true,
+        Architecture::Qwen2 => cfg.raw.get("head_dim").is_some_and(|v| !v.is_null()),
+    }
+}
+
+/// The GGUF metadata for `cfg` in the converter's order, without tokenizer keys.
+/// `general.architecture` is `llama` for Llama and Mistral, `qwen2` (with `qwen2.*` keys) for Qwen2.
+pub fn llama_metadata(
+    cfg: &ModelConfig,
+    model_name: &str,
+    file_type: u32,
+) -> Vec<(String, MetadataValue)> {
+    let arch = cfg.architecture.gguf_arch();
+    let mut out: Vec<(String, MetadataValue)> = Vec::with_capacity(24);
+    let push =
+        |out: &mut Vec<(String, MetadataValue)>, key: String, v: MetadataValue| out.push((key, v));
+
+    push(&mut out, "general.architecture".into(), s(arch));
+    push(&mut out, "general.type".into(), s("model"));
+    push(&mut out, "general.name".into(), s(model_name));
+
+    // TextModel.set_gguf_parameters
+    push(
+        &mut out,
+        format!("{arch}.block_count"),
+        u32v(cfg.num_hidden_layers),
+    );
+    push(
+        &mut out,
+        format!("{arch}.context_length"),
+        u32v(cfg.max_position_embeddings),
+    );
+    push(
+        &mut out,
+        format!("{arch}.embedding_length"),
+        u32v(cfg.hidden_size),
+    );
+    push(
+        &mut out,
+        format!("{arch}.feed_forward_length"),
+        u32v(cfg.intermediate_size),
+    );
+    push(
+        &mut out,
+        format!("{arch}.attention.head_count"),
+        u32v(cfg.num_attention_heads),
+    );
+    push(
+        &mut out,
+        format!("{arch}.attention.head_count_kv"),
+        u32v(cfg.num_key_value_heads),
+    );
+    rope_scaling_keys(cfg, arch, &mut out);
+    push(
+        &mut out,
+        format!("{arch}.rope.freq_base"),
+        MetadataValue::F32(cfg.rope_theta as f32),
+    );
+    push(
+        &mut out,
+        format!("{arch}.attention.layer_norm_rms_epsilon"),
+        MetadataValue::F32(cfg.rms_norm_eps as f32),
+    );
+    if hparams_have_head_dim(cfg) {
+        push(
+            &mut out,
+            format!("{arch}.attention.key_length"),
+            u32v(cfg.head_dim),
+        );
+        push(
+            &mut out,
+            format!("{arch}.attention.value_length"),
+            u32v(cfg.head_dim),
+        );
+    }
+    push(
+        &mut out,
+        "general.file_type".into(),
+        MetadataValue::U32(file_type),
+    );
+
+    // LlamaModel.set_gguf_parameters (not for Qwen2Model)
+    if cfg.architecture.gguf_arch() == "llama" {
+        push(&mut out, format!("{arch}.vocab_size"), u32v(cfg.vocab_size));
+        push(
+            &mut out,
+            format!("{arch}.rope.dimension_count"),
+            u32v(cfg.head_dim),
+        );
+    }
+
+    // ModelBase.prepare_metadata, after set_gguf_parameters
+    push(
+        &mut out,
+        "general.quantization_version".into(),
+        MetadataValue::U32(GGML_QUANT_VERSION),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use formats::gguf::ValueType;
+    use std::path::Path;
+
+    fn cfg(json: &str) -> ModelConfig {
+        ModelConfig::from_json(Path::new("config.json"), json).unwrap()
+    }
+
+    fn listing(md: &[(String, MetadataValue)]) -> Vec<(&str, ValueType)> {
+        md.iter()
+            .map(|(k, v)| (k.as_str(), v.value_type()))
+            .collect()
+    }
+
+    fn get<'a>(md: &'a [(String, MetadataValue)], key: &str) -> &'a MetadataValue {
+        &md.iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("{key}"))
+            .1
+    }
+
+    #[test]
+    fn llama_keys_types_and_order() {
+        let c = cfg(
+            r#"{"architectures":["LlamaForCausalLM"],"hidden_size":4096,"intermediate_size":14336,
+            "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,
+            "max_position_embeddings":131072,"rms_norm_eps":1e-05,"rope_theta":500000.0,
+            "rope_scaling":{"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+            "original_max_position_embeddings":8192,"rope_type":"llama3"}}"#,
+        );
+        let md = llama_metadata(&c, "Meta Llama 3.1 8B", FILE_TYPE_BF16);
+        use ValueType::*;
+        // Derived from convert_hf_to_gguf.py (prepare_metadata, TextModel/LlamaModel.set_gguf_parameters)
+        // and gguf_writer.py add_* value types.
+        let expected: Vec<(&str, ValueType)> = vec![
+            ("general.architecture", String),
+            ("general.type", String),
+            ("general.name", String),
+            ("llama.block_count", U32),
+            ("llama.context_length", U32),
+            ("llama.embedding_length", U32),
+            ("llama.feed_forward_length", U32),
+            ("llama.attention.head_count", U32),
+            ("llama.attention.head_count_kv", U32),
+            ("llama.rope.freq_base", F32),
+            ("llama.attention.layer_norm_rms_epsilon", F32),
+            ("llama.attention.key_length", U32),
+            ("llama.attention.value_length", U32),
+            ("general.file_type", U32),
+            ("llama.vocab_size", U32),
+            ("llama.rope.dimension_count", U32),
+            ("general.quantization_version", U32),
+        ];
+        assert_eq!(listing(&md), expected);
+        assert_eq!(get(&md, "general.architecture"), &s("llama"));
+        assert_eq!(get(&md, "general.type"), &s("model"));
+        assert_eq!(get(&md, "general.name"), &s("Meta Llama 3.1 8B"));
+        assert_eq!(get(&md, "llama.block_count"), &MetadataValue::U32(32));
+        assert_eq!(
+            get(&md, "llama.context_length"),
+            &MetadataValue::U32(131072)
+        );
+        assert_eq!(
+            get(&md, "llama.attention.head_count_kv"),
+            &MetadataValue::U32(8)
+        );
+        assert_eq!(
+            get(&md, "llama.rope.freq_base"),
+            &MetadataValue::F32(500000.0)
+        );
+        assert_eq!(
+            get(&md, "llama.attention.layer_norm_rms_epsilon"),
+            &MetadataValue::F32(1e-5)
+        );
+        assert_eq!(
+            get(&md, "llama.rope.dimension_count"),
+            &MetadataValue::U32(128)
+        );
+        assert_eq!(get(&md, "llama.vocab_size"), &MetadataValue::U32(128256));
+        assert_eq!(get(&md, "general.file_type"), &MetadataValue::U32(32));
+        assert_eq!(
+            get(&md, "general.quantization_version"),
+            &MetadataValue::U32(2)
+        );
+    }
+
+    #[test]
+    fn mistral_is_llama_in_gguf() {
+        let md = llama_metadata(
+            &cfg(r#"{"architectures":["MistralForCausalLM"]}"#),
+            "m",
+            FILE_TYPE_F16,
+        );
+        assert_eq!(get(&md, "general.architecture"), &s("llama"));
+        assert_eq!(
+            get(&md, "llama.attention.head_count_kv"),
+            &MetadataValue::U32(8)
+        );
+        assert!(md
+            .iter()
+            .all(|(k, _)| k.starts_with("general.") || k.starts_with("llama.")));
+    }
+
+    #[test]
+    fn qwen2_keys_types_and_order() {
+        let c = cfg(
+            r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":896,"intermediate_size":4864,
+            "num_hidden_layers":24,"num_attention_heads":14,"num_key_value_heads":2,"vocab_size":151936,
+            "max_position_embeddings":32768,"rms_norm_eps":1e-06,"rope_theta":1000000.0,
+            "tie_word_embeddings":true}"#,
+        );
+        let md = llama_metadata(&c, "Qwen2.5 0.5B", FILE_TYPE_F16);
+        use ValueType::*;
+        let expected: Vec<(&str, ValueType)> = vec![
+            ("general.architecture", String),
+            ("general.type", String),
+            ("general.name", String),
+            ("qwen2.block_count", U32),
+            ("qwen2.context_length", U32),
+            ("qwen2.embedding_length", U32),
+            ("qwen2.feed_forward_length", U32),
+            ("qwen2.attention.head_count", U32),
+            ("qwen2.attention.head_count_kv", U32),
+            ("qwen2.rope.freq_base", F32),
+            ("qwen2.attention.layer_norm_rms_epsilon", F32),
+            ("general.file_type", U32),
+            ("general.quantization_version", U32),
+        ];
+        assert_eq!(listing(&md), expected);
+        assert_eq!(get(&md, "general.architecture"), &s("qwen2"));
+        assert_eq!(
+            get(&md, "qwen2.rope.freq_base"),
+            &MetadataValue::F32(1_000_000.0)
+        );
+    }
+
+    #[test]
+    fn rope_scaling_linear_and_yarn() {
+        let c = cfg(
+            r#"{"architectures":["LlamaForCausalLM"],"rope_scaling":{"type":"linear","factor":4.0}}"#,
+        );
+        let md = llama_metadata(&c, "x", FILE_TYPE_F32);
+        let keys: Vec<_> = md.iter().map(|(k, _)| k.as_str()).collect();
+        let i = keys
+            .iter()
+            .position(|k| *k == "llama.rope.scaling.type")
+            .unwrap();
+        assert_eq!(keys[i - 1], "llama.attention.head_count_kv");
+        assert_eq!(keys[i + 1], "llama.rope.scaling.factor");
+        assert_eq!(keys[i + 2], "llama.rope.freq_base");
+        assert_eq!(get(&md, "llama.rope.scaling.type"), &s("linear"));
+        assert_eq!(
+            get(&md, "llama.rope.scaling.factor"),
+            &MetadataValue::F32(4.0)
+        );
+
+        let q = cfg(
+            r#"{"architectures":["Qwen2ForCausalLM"],"rope_scaling":{"type":"yarn","factor":4.0,
+            "original_max_position_embeddings":32768}}"#,
+        );
+        let md = llama_metadata(&q, "x", FILE_TYPE_F32);
+        assert_eq!(get(&md, "qwen2.rope.scaling.type"), &s("yarn"));
+        assert_eq!(
+            get(&md, "qwen2.rope.scaling.original_context_length"),
+            &MetadataValue::U32(32768)
+        );
+
+        let l3 = cfg(
+            r#"{"architectures":["LlamaForCausalLM"],"rope_scaling":{"rope_type":"llama3","factor":8.0}}"#,
+        );
+        let md = llama_metadata(&l3, "x", FILE_TYPE_F32);
+        assert!(md.iter().all(|(k, _)| !k.contains("scaling")));
+    }
+
+    #[test]
+    fn qwen2_with_explicit_head_dim_writes_key_length() {
+        let c = cfg(r#"{"architectures":["Qwen2ForCausalLM"],"head_dim":128}"#);
+        let md = llama_metadata(&c, "x", FILE_TYPE_F32);
+        assert_eq!(
+            get(&md, "qwen2.attention.key_length"),
+            &MetadataValue::U32(128)
+        );
+        assert_eq!(
+            get(&md, "qwen2.attention.value_length"),
+            &MetadataValue::U32(128)
+        );
+    }
+}

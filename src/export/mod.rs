@@ -1,0 +1,3 @@
+//! Output layouts (GGUF, TensorRT-LLM): configs and metadata.
+
+pub mod gguf_meta;

@@ -1,0 +1,3 @@
+//! Rebuilding Hugging Face files from other formats.
+
+pub mod hf_config;
