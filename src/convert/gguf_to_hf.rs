@@ -19,11 +19,13 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
     };
     let path = input.display_path();
     let metadata = model.metadata();
-    let mut config = crate::import::hf_config::config_from_gguf(metadata, &path)?;
+    let sources = input.tensors();
+    let names: Vec<&str> = sources.iter().map(|t| t.name.as_str()).collect();
+    let mut config =
+        crate::import::hf_config::config_from_gguf_with_tensors(metadata, &names, &path)?;
     let tokenizer = crate::import::tokenizer::tokenizer_from_gguf(metadata, &path)?;
     let cfg = ModelConfig::from_json(&path, &config.to_string())?;
 
-    let sources = input.tensors();
     let out_dtype = match opts.dtype {
         Some(d) => d,
         None => super::weight_dtype(&sources).unwrap_or(Dtype::F16),
@@ -38,7 +40,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
     let mut by_hf_name = HashMap::new();
     for (index, src) in sources.iter().enumerate() {
         // llama.cpp derives rope_freqs from the config; Hugging Face has no such tensor.
-        if src.name == "rope_freqs.weight" {
+        if src.name == model::ROPE_FREQS_GGUF_NAME {
             continue;
         }
         let hf = model::gguf_to_hf_name(&src.name).ok_or_else(|| {
@@ -70,7 +72,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         }
         let from = dense_dtype(input, src, "converted to safetensors (dequantization is not supported yet)")?;
         let mut ops = Vec::new();
-        if let Some(n_head) = model::permute::qk_permutation_heads(&cfg, expected.role) {
+        if let Some(n_head) = model::qk_permutation_heads(&cfg, expected.role) {
             ops.push(Op::PermuteQk {
                 n_head: n_head as u64,
                 inverse: true,

@@ -50,15 +50,14 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             )
         })?;
         let from = dense_dtype(input, src, "converted to GGUF")?;
-        // convert_hf_to_gguf.py `prepare_tensors`: 1-D tensors and norms stay F32.
-        let to = if src.shape.len() <= 1 || name.ends_with("_norm.weight") {
+        let to = if model::gguf_keeps_f32(&name, src.shape.len()) {
             Dtype::F32
         } else {
             out_dtype
         };
         let mut ops = Vec::new();
         if let Some((role, _)) = model::role_of_hf_name(&src.name) {
-            if let Some(n_head) = model::permute::qk_permutation_heads(&cfg, role) {
+            if let Some(n_head) = model::qk_permutation_heads(&cfg, role) {
                 ops.push(Op::PermuteQk {
                     n_head: n_head as u64,
                     inverse: false,
@@ -69,7 +68,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         made.push((name, index, to, ops));
     }
 
-    let rope_freqs = gguf_meta::llama3_rope_freqs(&cfg);
+    let rope_freqs = model::llama3_rope_freqs(&cfg);
     let mut specs: Vec<GgufTensorSpec> = made
         .iter()
         .map(|(name, index, to, _)| {
@@ -85,7 +84,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         specs.insert(
             0,
             GgufTensorSpec {
-                name: "rope_freqs.weight".into(),
+                name: model::ROPE_FREQS_GGUF_NAME.into(),
                 dims: vec![freqs.len() as u64],
                 ggml_type: GgmlType::F32,
             },
@@ -103,7 +102,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         let mut tensors = Vec::with_capacity(layout.tensors.len());
         for t in &layout.tensors {
             let shape: Vec<u64> = t.spec.dims.iter().rev().copied().collect();
-            if t.spec.name == "rope_freqs.weight" {
+            if t.spec.name == model::ROPE_FREQS_GGUF_NAME {
                 let freqs = rope_freqs.as_deref().unwrap_or_default();
                 tensors.push(PlannedTensor {
                     name: t.spec.name.clone(),
