@@ -3,8 +3,8 @@
 //!
 //! - `gpt2`: a byte-level BPE (vocab + the stored merges), with the pre-tokenizer named by
 //!   `tokenizer.ggml.pre` (see [`crate::export::tokenizer`] for the names we know).
-//! - `llama`: a BPE with `byte_fallback`, the Llama-2 `tokenizer.json` layout (Prepend("▁") +
-//!   Replace(" " → "▁") normalizer, no pre-tokenizer, Replace/ByteFallback/Fuse/Strip decoder).
+//! - `llama`: a BPE with `byte_fallback`, a Metaspace("▁", prepend always, no split)
+//!   pre-tokenizer and the Llama `tokenizer.json` Replace/ByteFallback/Fuse/Strip decoder.
 //!   GGUF stores no merges for it, so they are rebuilt from the vocabulary and the scores with
 //!   the algorithm of transformers' `convert_slow_tokenizer.py` `SentencePieceExtractor.extract`
 //!   (`generate_merges`): every split of a vocab piece into two vocab pieces is a merge, ranked by
@@ -150,7 +150,7 @@ pub fn tokenizer_from_gguf(
     let mask = md.id("tokenizer.ggml.mask_token_id", n)?;
 
     let (tokenizer_json, default_add_bos) = match model {
-        "gpt2" => (gpt2_json(&md, &tokens, vocab, added)?, false),
+        "gpt2" => (gpt2_json(&md, vocab, added)?, false),
         "llama" => {
             let unk = unk.or_else(|| types.iter().position(|&t| t == TOKEN_UNKNOWN));
             (llama_json(&md, &tokens, &types, vocab, added, unk)?, true)
@@ -246,12 +246,7 @@ fn byte_level(use_regex: bool) -> Value {
     json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
 }
 
-fn gpt2_json(
-    md: &Md,
-    tokens: &[String],
-    vocab: Map<String, Value>,
-    added: Vec<Value>,
-) -> Result<Value> {
+fn gpt2_json(md: &Md, vocab: Map<String, Value>, added: Vec<Value>) -> Result<Value> {
     let pre = md.string("tokenizer.ggml.pre")?.unwrap_or("default");
     let split = |regex: &str| {
         json!({"type": "Sequence", "pretokenizers": [
@@ -282,7 +277,6 @@ fn gpt2_json(
             }
         })
         .collect::<Result<_>>()?;
-    let _ = tokens;
     Ok(json!({
         "version": "1.0",
         "truncation": null,
@@ -369,13 +363,13 @@ fn llama_json(
         .into_iter()
         .map(|(a, b)| json!([a, b]))
         .collect();
+    // Metaspace without splitting: spaces become "▁" and one "▁" is prepended unless the text
+    // already starts with one (llama.cpp always prepends; that edge case is the only difference).
+    // A Metaspace-trained (split) vocabulary has no piece with an inner "▁", so not splitting
+    // gives the same ids for it, and Llama-2-style vocabularies with "▁▁" pieces need it.
     let add_prefix = md.flag("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
-    let normalizer = if add_prefix {
-        json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
-    } else {
-        replace
-    };
+    let pre_tokenizer = json!({"type": "Metaspace", "replacement": "\u{2581}",
+        "prepend_scheme": if add_prefix { "always" } else { "never" }, "split": false});
     let mut decoders = vec![
         json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
         json!({"type": "ByteFallback"}),
@@ -389,8 +383,8 @@ fn llama_json(
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": normalizer,
-        "pre_tokenizer": null,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
         "post_processor": null,
         "decoder": {"type": "Sequence", "decoders": decoders},
         "model": {"type": "BPE", "dropout": null, "unk_token": unk.map(|u| tokens[u].clone()),
