@@ -1,3 +1,4 @@
-//! Output layouts (GGUF, TensorRT-LLM): configs and metadata.
+//! Writing model knowledge into export formats.
 
 pub mod gguf_meta;
+pub mod tokenizer;

@@ -1,3 +1,4 @@
-//! Rebuilding Hugging Face files from other formats.
+//! Reading model knowledge back out of export formats.
 
 pub mod hf_config;
+pub mod tokenizer;
