@@ -33,7 +33,10 @@ pub enum FormatError {
         source: std::io::Error,
     },
     /// The file ends before something it declares (header, string, count, tensor data).
-    #[error("{}: truncated: {what} needs {needed} bytes but only {available} remain", ShowPath(path))]
+    #[error(
+        "{}: truncated: {what} needs {needed} bytes but only {available} remain",
+        ShowPath(path)
+    )]
     Truncated {
         path: PathBuf,
         what: String,
