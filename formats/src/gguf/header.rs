@@ -391,3 +391,290 @@ fn retitle(e: FormatError, what: String) -> FormatError {
         e => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Hand-written byte vectors, independent of our writer.
+    fn u32le(v: u32) -> Vec<u8> {
+        v.to_le_bytes().to_vec()
+    }
+    fn u64le(v: u64) -> Vec<u8> {
+        v.to_le_bytes().to_vec()
+    }
+    fn s(v: &str) -> Vec<u8> {
+        [u64le(v.len() as u64), v.as_bytes().to_vec()].concat()
+    }
+    fn head(version: u32, n_tensors: u64, n_kv: u64) -> Vec<u8> {
+        [
+            b"GGUF".to_vec(),
+            u32le(version),
+            u64le(n_tensors),
+            u64le(n_kv),
+        ]
+        .concat()
+    }
+    fn kv_u32(key: &str, v: u32) -> Vec<u8> {
+        [s(key), u32le(4), u32le(v)].concat()
+    }
+    fn ti(name: &str, dims: &[u64], ty: u32, offset: u64) -> Vec<u8> {
+        let mut b = [s(name), u32le(dims.len() as u32)].concat();
+        for d in dims {
+            b.extend(u64le(*d));
+        }
+        [b, u32le(ty), u64le(offset)].concat()
+    }
+    /// Header + tensor infos, padded to 32, then `data` zero bytes.
+    fn file(mut b: Vec<u8>, data: usize) -> Vec<u8> {
+        b.resize(b.len().div_ceil(32) * 32 + data, 0);
+        b
+    }
+
+    fn good() -> Vec<u8> {
+        file(
+            [
+                head(3, 2, 1),
+                kv_u32("a.b", 7),
+                ti("x", &[4, 2], 0, 0),
+                ti("y", &[32], 8, 32),
+            ]
+            .concat(),
+            32 + 34,
+        )
+    }
+
+    #[test]
+    fn parses_a_minimal_file() {
+        let h = parse(&good()).unwrap();
+        assert_eq!(h.version, 3);
+        assert_eq!(h.get("a.b"), Some(&MetadataValue::U32(7)));
+        assert_eq!(h.alignment, 32);
+        assert_eq!(h.data_start % 32, 0);
+        assert_eq!(h.tensors[0].shape(), vec![2, 4]);
+        assert_eq!(h.tensors[0].size, 32);
+        assert_eq!(h.tensors[1].ggml_type, GgmlType::Q8_0);
+        assert_eq!(h.tensors[1].size, 34);
+        assert_eq!(h.tensors[1].start, h.data_start + 32);
+    }
+
+    #[test]
+    fn version_2_has_the_same_layout() {
+        let mut b = good();
+        b[4] = 2;
+        assert_eq!(parse(&b).unwrap().version, 2);
+    }
+
+    #[test]
+    fn bad_magic() {
+        let mut b = good();
+        b[0] = b'X';
+        assert!(matches!(parse(&b), Err(FormatError::InvalidHeader { .. })));
+    }
+
+    #[test]
+    fn bad_version() {
+        for v in [1u32, 4, 0x0300_0000] {
+            let mut b = good();
+            b[4..8].copy_from_slice(&v.to_le_bytes());
+            let e = parse(&b).unwrap_err();
+            assert!(matches!(e, FormatError::InvalidHeader { .. }), "{e}");
+            assert!(e.to_string().contains("version"));
+        }
+    }
+
+    #[test]
+    fn truncated_at_every_stage() {
+        let b = good();
+        let h = parse(&b).unwrap();
+        // Inside magic, version, counts, the KV, the tensor infos and the data.
+        for cut in [
+            2,
+            6,
+            12,
+            20,
+            30,
+            40,
+            60,
+            80,
+            h.data_start as usize,
+            b.len() - 1,
+        ] {
+            let e = parse(&b[..cut]).unwrap_err();
+            assert!(
+                matches!(e, FormatError::Truncated { .. }),
+                "cut at {cut}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn string_length_past_the_end() {
+        let b = [head(3, 0, 1), u64le(1000), b"abc".to_vec()].concat();
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+    }
+
+    #[test]
+    fn huge_counts_fail_before_allocating() {
+        let b = head(3, 0, 1 << 60);
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+        let b = head(3, 1 << 60, 0);
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+        // An array of 2^60 strings in a ~60-byte file.
+        let b = [head(3, 0, 1), s("k"), u32le(9), u32le(8), u64le(1 << 60)].concat();
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+        // u64::MAX elements: the multiplication itself overflows.
+        let b = [head(3, 0, 1), s("k"), u32le(9), u32le(10), u64le(u64::MAX)].concat();
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+    }
+
+    #[test]
+    fn bad_alignment() {
+        for (ty, val) in [(4u32, u32le(0)), (4, u32le(48)), (10, u64le(32))] {
+            let b = file(
+                [head(3, 0, 1), s("general.alignment"), u32le(ty), val].concat(),
+                0,
+            );
+            assert!(matches!(parse(&b), Err(FormatError::InvalidHeader { .. })));
+        }
+        let b = file([head(3, 0, 1), kv_u32("general.alignment", 64)].concat(), 0);
+        assert_eq!(parse(&b).unwrap().alignment, 64);
+    }
+
+    #[test]
+    fn unknown_type_id_names_the_tensor() {
+        let b = file([head(3, 1, 0), ti("w", &[4], 4, 0)].concat(), 32);
+        let e = parse(&b).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::InvalidTensor { tensor, .. } if tensor == "w"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_value_type() {
+        let b = [head(3, 0, 1), s("k"), u32le(13), u32le(0)].concat();
+        assert!(matches!(parse(&b), Err(FormatError::InvalidHeader { .. })));
+    }
+
+    #[test]
+    fn unaligned_offset() {
+        let b = file([head(3, 1, 0), ti("w", &[4], 0, 4)].concat(), 64);
+        assert!(matches!(parse(&b), Err(FormatError::InvalidTensor { .. })));
+    }
+
+    #[test]
+    fn overlapping_offsets() {
+        let b = file(
+            [head(3, 2, 0), ti("a", &[16], 0, 0), ti("b", &[4], 0, 32)].concat(),
+            96,
+        );
+        let e = parse(&b).unwrap_err();
+        assert!(
+            matches!(&e, FormatError::InvalidTensor { tensor, .. } if tensor == "b"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn offset_out_of_range() {
+        let b = file([head(3, 1, 0), ti("w", &[4], 0, 1 << 40)].concat(), 16);
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+        let b = file(
+            [head(3, 1, 0), ti("w", &[4], 0, u64::MAX - 31)].concat(),
+            16,
+        );
+        assert!(matches!(parse(&b), Err(FormatError::Truncated { .. })));
+    }
+
+    #[test]
+    fn ne0_not_a_multiple_of_the_block() {
+        let b = file([head(3, 1, 0), ti("q", &[16, 2], 12, 0)].concat(), 1024);
+        assert!(matches!(parse(&b), Err(FormatError::InvalidTensor { .. })));
+    }
+
+    #[test]
+    fn too_many_dims_or_elements() {
+        let b = file(
+            [head(3, 1, 0), ti("w", &[1, 1, 1, 1, 1], 0, 0)].concat(),
+            32,
+        );
+        assert!(matches!(parse(&b), Err(FormatError::InvalidTensor { .. })));
+        let b = file(
+            [head(3, 1, 0), ti("w", &[1 << 32, 1 << 32], 0, 0)].concat(),
+            32,
+        );
+        assert!(matches!(parse(&b), Err(FormatError::InvalidTensor { .. })));
+    }
+
+    #[test]
+    fn duplicate_tensor_name() {
+        let b = file(
+            [head(3, 2, 0), ti("w", &[4], 0, 0), ti("w", &[4], 0, 32)].concat(),
+            64,
+        );
+        assert!(
+            matches!(parse(&b), Err(FormatError::DuplicateTensor { tensor, .. }) if tensor == "w")
+        );
+    }
+
+    #[test]
+    fn duplicate_key() {
+        let b = [head(3, 0, 2), kv_u32("k", 1), kv_u32("k", 2)].concat();
+        assert!(matches!(parse(&b), Err(FormatError::InvalidHeader { .. })));
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_key() {
+        let b = [
+            head(3, 0, 1),
+            s("tok"),
+            u32le(8),
+            u64le(2),
+            vec![0xff, 0xfe],
+        ]
+        .concat();
+        let e = parse(&b).unwrap_err();
+        assert!(matches!(e, FormatError::InvalidHeader { .. }));
+        assert!(e.to_string().contains("`tok`"), "{e}");
+        let b = [head(3, 0, 1), u64le(1), vec![0xff], u32le(0), vec![0]].concat();
+        assert!(matches!(parse(&b), Err(FormatError::InvalidHeader { .. })));
+    }
+
+    #[test]
+    fn nested_arrays_and_depth_limit() {
+        // [[1u8, 2u8], []]
+        let b = [
+            head(3, 0, 1),
+            s("n"),
+            u32le(9),
+            u32le(9),
+            u64le(2),
+            u32le(0),
+            u64le(2),
+            vec![1, 2],
+            u32le(0),
+            u64le(0),
+        ]
+        .concat();
+        let h = parse(&file(b, 0)).unwrap();
+        assert_eq!(
+            h.get("n"),
+            Some(&MetadataValue::Array(
+                ValueType::Array,
+                vec![
+                    MetadataValue::Array(
+                        ValueType::U8,
+                        vec![MetadataValue::U8(1), MetadataValue::U8(2)]
+                    ),
+                    MetadataValue::Array(ValueType::U8, vec![]),
+                ]
+            ))
+        );
+        let mut b = [head(3, 0, 1), s("deep"), u32le(9)].concat();
+        for _ in 0..100 {
+            b.extend([u32le(9), u64le(1)].concat());
+        }
+        assert!(matches!(parse(&b), Err(FormatError::InvalidHeader { .. })));
+    }
+}
