@@ -13,6 +13,9 @@ use formats::gguf::{
 };
 use serde_json::Value as J;
 
+type Metadata = Vec<(String, MetadataValue)>;
+type Tensors = Vec<(GgufTensorSpec, Vec<u8>)>;
+
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("CKPT_OPT_PYTHON") {
         return PathBuf::from(p);
@@ -59,9 +62,7 @@ fn pattern(n: usize) -> Vec<u8> {
 
 /// The model `gguf_interop.py write` builds, in the same order (GGUFWriter puts
 /// `general.architecture` first by itself; `add_custom_alignment` comes next there).
-fn reference_model(
-    alignment: Option<u32>,
-) -> (Vec<(String, MetadataValue)>, Vec<(GgufTensorSpec, Vec<u8>)>) {
+fn reference_model(alignment: Option<u32>) -> (Metadata, Tensors) {
     use MetadataValue as V;
     let mut md = vec![(s("general.architecture"), V::String(s("llama")))];
     if let Some(a) = alignment {
@@ -330,7 +331,7 @@ fn gguf_py_split_set_is_read_by_us() {
     )
     .unwrap();
     for (i, l) in layouts.iter().enumerate() {
-        let theirs = std::fs::read(&model.files()[i].path()).unwrap();
+        let theirs = std::fs::read(model.files()[i].path()).unwrap();
         assert_eq!(
             &theirs[..l.header.len()],
             l.header.as_slice(),

@@ -22,12 +22,12 @@ const TYPES: [GgmlType; 10] = [
 ];
 
 fn elem_type(depth: u32) -> BoxedStrategy<ValueType> {
-    let ids = if depth == 0 { 0u32..=12 } else { 0u32..=12 };
-    ids.prop_filter_map("leaf types only at depth 0", move |id| {
-        let t = ValueType::from_id(id)?;
-        (depth > 0 || t != ValueType::Array).then_some(t)
-    })
-    .boxed()
+    (0u32..=12)
+        .prop_filter_map("leaf types only at depth 0", move |id| {
+            let t = ValueType::from_id(id)?;
+            (depth > 0 || t != ValueType::Array).then_some(t)
+        })
+        .boxed()
 }
 
 fn value_of(ty: ValueType, depth: u32) -> BoxedStrategy<MetadataValue> {
@@ -134,11 +134,13 @@ proptest! {
     }
 }
 
-fn model_fixture() -> (
+type Fixture = (
     Vec<(String, MetadataValue)>,
     Vec<GgufTensorSpec>,
     Vec<Vec<u8>>,
-) {
+);
+
+fn model_fixture() -> Fixture {
     let md = vec![
         (
             "general.architecture".to_string(),

@@ -229,7 +229,7 @@ pub fn tensor_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
             ),
         ));
     }
-    let rows = if ne0 == 0 { 0 } else { numel / ne0 };
+    let rows = numel.checked_div(ne0).unwrap_or(0);
     ty.tensor_bytes(ne0, rows)
         .ok_or_else(|| FormatError::tensor("", name, format!("byte size of {dims:?} overflows")))
 }
@@ -277,8 +277,14 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+        self.take_with(n, || what.to_string())
+    }
+
+    /// `take` with a lazily built description: the vocab arrays hold ~10^5 values, and the
+    /// message is only needed on error.
+    fn take_with(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(self.truncated(what.to_string(), n));
+            return Err(self.truncated(what(), n));
         }
         let s = &self.bytes[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -294,7 +300,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
-        let s = self.take(N as u64, what)?;
+        self.value_bytes(|| what.to_string())
+    }
+
+    fn value_bytes<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N]> {
+        let s = self.take_with(N as u64, what)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
         Ok(a)
@@ -321,19 +331,19 @@ impl<'a> Cursor<'a> {
         })?;
         let what = || format!("value of `{key}`");
         Ok(match ty {
-            ValueType::U8 => MetadataValue::U8(self.array::<1>(&what())?[0]),
-            ValueType::I8 => MetadataValue::I8(self.array::<1>(&what())?[0] as i8),
-            ValueType::U16 => MetadataValue::U16(u16::from_le_bytes(self.array(&what())?)),
-            ValueType::I16 => MetadataValue::I16(i16::from_le_bytes(self.array(&what())?)),
-            ValueType::U32 => MetadataValue::U32(u32::from_le_bytes(self.array(&what())?)),
-            ValueType::I32 => MetadataValue::I32(i32::from_le_bytes(self.array(&what())?)),
-            ValueType::F32 => MetadataValue::F32(f32::from_le_bytes(self.array(&what())?)),
+            ValueType::U8 => MetadataValue::U8(self.value_bytes::<1>(what)?[0]),
+            ValueType::I8 => MetadataValue::I8(self.value_bytes::<1>(what)?[0] as i8),
+            ValueType::U16 => MetadataValue::U16(u16::from_le_bytes(self.value_bytes(what)?)),
+            ValueType::I16 => MetadataValue::I16(i16::from_le_bytes(self.value_bytes(what)?)),
+            ValueType::U32 => MetadataValue::U32(u32::from_le_bytes(self.value_bytes(what)?)),
+            ValueType::I32 => MetadataValue::I32(i32::from_le_bytes(self.value_bytes(what)?)),
+            ValueType::F32 => MetadataValue::F32(f32::from_le_bytes(self.value_bytes(what)?)),
             // Stored as int8; gguf.cpp does not reject values other than 0/1.
-            ValueType::Bool => MetadataValue::Bool(self.array::<1>(&what())?[0] != 0),
+            ValueType::Bool => MetadataValue::Bool(self.value_bytes::<1>(what)?[0] != 0),
             ValueType::String => MetadataValue::String(self.string(what)?),
-            ValueType::U64 => MetadataValue::U64(u64::from_le_bytes(self.array(&what())?)),
-            ValueType::I64 => MetadataValue::I64(i64::from_le_bytes(self.array(&what())?)),
-            ValueType::F64 => MetadataValue::F64(f64::from_le_bytes(self.array(&what())?)),
+            ValueType::U64 => MetadataValue::U64(u64::from_le_bytes(self.value_bytes(what)?)),
+            ValueType::I64 => MetadataValue::I64(i64::from_le_bytes(self.value_bytes(what)?)),
+            ValueType::F64 => MetadataValue::F64(f64::from_le_bytes(self.value_bytes(what)?)),
             ValueType::Array => {
                 if depth >= MAX_ARRAY_DEPTH {
                     return Err(FormatError::header(

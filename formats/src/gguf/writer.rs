@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::header::{align_up, tensor_size, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS};
+use super::header::{
+    align_up, tensor_size, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
+};
 use super::types::{GgmlType, MetadataValue, ValueType};
 use crate::atomic::AtomicFile;
 use crate::error::{FormatError, Result};
@@ -119,7 +121,7 @@ pub fn plan_file(
     for (k, v) in metadata {
         put_string(&mut header, k);
         header.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
-        put_value(&mut header, k, v)?;
+        put_value(&mut header, k, v, 0)?;
     }
     let overflow = || FormatError::header("", "planned file size overflows u64".to_string());
     let mut offset = 0u64;
@@ -199,7 +201,7 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 
 /// Encodes a value without its type id (gguf-py `_pack_val(add_vtype=False)`); array elements
 /// are likewise untagged, and a nested array is its element type, count and elements.
-fn put_value(out: &mut Vec<u8>, key: &str, v: &MetadataValue) -> Result<()> {
+fn put_value(out: &mut Vec<u8>, key: &str, v: &MetadataValue, depth: usize) -> Result<()> {
     match v {
         MetadataValue::U8(x) => out.push(*x),
         MetadataValue::I8(x) => out.push(*x as u8),
@@ -214,6 +216,13 @@ fn put_value(out: &mut Vec<u8>, key: &str, v: &MetadataValue) -> Result<()> {
         MetadataValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         MetadataValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
         MetadataValue::Array(elem, items) => {
+            // Keep what we write readable by our own parser.
+            if depth >= MAX_ARRAY_DEPTH {
+                return Err(FormatError::header(
+                    "",
+                    format!("key `{key}`: arrays nested deeper than {MAX_ARRAY_DEPTH}"),
+                ));
+            }
             out.extend_from_slice(&(*elem as u32).to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
             for item in items {
@@ -226,7 +235,7 @@ fn put_value(out: &mut Vec<u8>, key: &str, v: &MetadataValue) -> Result<()> {
                         ),
                     ));
                 }
-                put_value(out, key, item)?;
+                put_value(out, key, item, depth + 1)?;
             }
         }
     }
