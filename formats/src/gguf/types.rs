@@ -182,7 +182,7 @@ impl GgmlType {
     /// Bytes of a tensor with `ne0` elements per row and `rows` rows, or `None` if `ne0` is not a
     /// multiple of the block size or the size overflows.
     pub fn tensor_bytes(self, ne0: u64, rows: u64) -> Option<u64> {
-        if ne0 % self.block_size() != 0 {
+        if !ne0.is_multiple_of(self.block_size()) {
             return None;
         }
         (ne0 / self.block_size())
