@@ -174,6 +174,16 @@ impl SafetensorsModel {
     }
 }
 
+impl fmt::Debug for SafetensorsModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SafetensorsModel")
+            .field("root", &self.root)
+            .field("files", &self.files)
+            .field("index_path", &self.index_path)
+            .finish()
+    }
+}
+
 /// Files in `dir` whose name ends with `suffix`, sorted.
 fn list(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| FormatError::io(dir, "list", e))?;
