@@ -11,9 +11,9 @@ use std::process::Command;
 /// `$CKPT_OPT_PYTHON`, else `<workspace root>/.venv/bin/python`. Missing is a failure, not a
 /// skip: an interop test that silently does nothing proves nothing.
 fn python() -> PathBuf {
-    let path = std::env::var_os("CKPT_OPT_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python")
-    });
+    let path = std::env::var_os("CKPT_OPT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
     assert!(
         path.exists(),
         "Python interpreter {} not found: run scripts/python-env.sh (or set CKPT_OPT_PYTHON)",
@@ -24,7 +24,11 @@ fn python() -> PathBuf {
 
 fn helper(args: &[&std::ffi::OsStr]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/safetensors_check.py");
-    let out = Command::new(python()).arg(script).args(args).output().expect("run python");
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
     assert!(
         out.status.success(),
         "python helper {:?} failed:\n{}",
@@ -39,7 +43,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Deterministic test tensors: every dtype, with scalar, empty and multi-dim shapes.
@@ -62,7 +69,11 @@ fn sample_tensors() -> Vec<(TensorSpec, Vec<u8>)> {
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     // BOOL must hold 0 or 1 for numpy to compare it as written.
-                    if dtype == Dtype::Bool { (seed & 1) as u8 } else { seed as u8 }
+                    if dtype == Dtype::Bool {
+                        (seed & 1) as u8
+                    } else {
+                        seed as u8
+                    }
                 })
                 .collect();
             (spec, data)
@@ -75,8 +86,10 @@ fn python_reads_what_we_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ours.safetensors");
     let tensors = sample_tensors();
-    let borrowed: Vec<(TensorSpec, &[u8])> =
-        tensors.iter().map(|(s, d)| (s.clone(), d.as_slice())).collect();
+    let borrowed: Vec<(TensorSpec, &[u8])> = tensors
+        .iter()
+        .map(|(s, d)| (s.clone(), d.as_slice()))
+        .collect();
     let metadata = BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         ("note".to_string(), "ünïcode \"quoted\"\n".to_string()),
@@ -91,11 +104,7 @@ fn python_reads_what_we_write() {
     });
     let expect_path = dir.path().join("expect.json");
     std::fs::write(&expect_path, serde_json::to_vec(&expect).unwrap()).unwrap();
-    let out = helper(&[
-        "check".as_ref(),
-        path.as_os_str(),
-        expect_path.as_os_str(),
-    ]);
+    let out = helper(&["check".as_ref(), path.as_os_str(), expect_path.as_os_str()]);
     assert_eq!(out.trim(), format!("ok {}", tensors.len()));
 }
 
@@ -122,7 +131,14 @@ fn we_read_what_python_writes_and_write_the_same_bytes() {
         assert_eq!(info.shape, shape, "{name}");
         let data = unhex(e["hex"].as_str().unwrap());
         assert_eq!(file.data(info), data.as_slice(), "{name}");
-        ours.push((TensorSpec { name: name.clone(), dtype: info.dtype, shape }, data));
+        ours.push((
+            TensorSpec {
+                name: name.clone(),
+                dtype: info.dtype,
+                shape,
+            },
+            data,
+        ));
     }
 
     // (c) our writer, given the same tensors (in another order) and metadata, writes the same
@@ -130,12 +146,21 @@ fn we_read_what_python_writes_and_write_the_same_bytes() {
     // its own output order varies from run to run.
     ours.reverse();
     let mine = dir.path().join("mine.safetensors");
-    let borrowed: Vec<(TensorSpec, &[u8])> =
-        ours.iter().map(|(s, d)| (s.clone(), d.as_slice())).collect();
+    let borrowed: Vec<(TensorSpec, &[u8])> = ours
+        .iter()
+        .map(|(s, d)| (s.clone(), d.as_slice()))
+        .collect();
     write_file(&mine, &borrowed, Some(&meta)).unwrap();
-    let (a, b) = (std::fs::read(&mine).unwrap(), std::fs::read(&theirs).unwrap());
+    let (a, b) = (
+        std::fs::read(&mine).unwrap(),
+        std::fs::read(&theirs).unwrap(),
+    );
     if a != b {
-        let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let at = a
+            .iter()
+            .zip(&b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len()));
         panic!(
             "bytes differ at {at} (ours {} bytes, theirs {}):\nours:   {}\ntheirs: {}",
             a.len(),
@@ -151,41 +176,73 @@ fn shard_split_matches_huggingface_hub() {
     let dir = tempfile::tempdir().unwrap();
     // Sizes in U8 elements = bytes; includes an oversized tensor and an exact fit.
     let sizes: [(&str, u64); 9] = [
-        ("embed", 6), ("l0.q", 6), ("l0.k", 2), ("huge", 25), ("l0.v", 2),
-        ("l1.q", 10), ("l1.k", 0), ("l1.v", 9), ("head", 1),
+        ("embed", 6),
+        ("l0.q", 6),
+        ("l0.k", 2),
+        ("huge", 25),
+        ("l0.v", 2),
+        ("l1.q", 10),
+        ("l1.k", 0),
+        ("l1.v", 9),
+        ("head", 1),
     ];
     let sizes_path = dir.path().join("sizes.json");
     std::fs::write(&sizes_path, serde_json::to_vec(&sizes).unwrap()).unwrap();
-    let theirs: serde_json::Value =
-        serde_json::from_str(&helper(&["shards".as_ref(), "10".as_ref(), sizes_path.as_os_str()]))
-            .unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(&helper(&[
+        "shards".as_ref(),
+        "10".as_ref(),
+        sizes_path.as_os_str(),
+    ]))
+    .unwrap();
 
     let specs = sizes
         .iter()
-        .map(|&(n, s)| TensorSpec { name: n.into(), dtype: Dtype::U8, shape: vec![s] })
+        .map(|&(n, s)| TensorSpec {
+            name: n.into(),
+            dtype: Dtype::U8,
+            shape: vec![s],
+        })
         .collect();
     let plan = plan_shards(specs, 10, None).unwrap();
     let mut ours = serde_json::Map::new();
     for (name, layout) in &plan.files {
-        let mut names: Vec<&str> = layout.tensors.iter().map(|t| t.spec.name.as_str()).collect();
+        let mut names: Vec<&str> = layout
+            .tensors
+            .iter()
+            .map(|t| t.spec.name.as_str())
+            .collect();
         names.sort();
         ours.insert(name.clone(), serde_json::json!(names));
     }
     let mut theirs_files = theirs["files"].as_object().unwrap().clone();
     for v in theirs_files.values_mut() {
-        v.as_array_mut().unwrap().sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+        v.as_array_mut()
+            .unwrap()
+            .sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     }
-    assert_eq!(serde_json::Value::Object(ours), serde_json::Value::Object(theirs_files));
+    assert_eq!(
+        serde_json::Value::Object(ours),
+        serde_json::Value::Object(theirs_files)
+    );
 
-    let index: serde_json::Value = serde_json::from_slice(plan.index_json.as_ref().unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(plan.index_json.as_ref().unwrap()).unwrap();
     assert_eq!(index["metadata"]["total_size"], theirs["total_size"]);
 }
 
 #[test]
 fn index_bytes_match_python_json_dumps() {
     let specs = vec![
-        TensorSpec { name: "b.weight".into(), dtype: Dtype::F32, shape: vec![4] },
-        TensorSpec { name: "a.wéight".into(), dtype: Dtype::F32, shape: vec![4] },
+        TensorSpec {
+            name: "b.weight".into(),
+            dtype: Dtype::F32,
+            shape: vec![4],
+        },
+        TensorSpec {
+            name: "a.wéight".into(),
+            dtype: Dtype::F32,
+            shape: vec![4],
+        },
     ];
     let plan = plan_shards(specs, 16, None).unwrap();
     let ours = plan.index_json.unwrap();
@@ -195,6 +252,13 @@ fn index_bytes_match_python_json_dumps() {
         .args(["-c", script, std::str::from_utf8(&ours).unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), String::from_utf8(ours).unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(ours).unwrap()
+    );
 }

@@ -31,7 +31,11 @@ fn tensors() -> impl Strategy<Value = Vec<(TensorSpec, Vec<u8>)>> {
 }
 
 fn metadata() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
-    prop::option::of(prop::collection::btree_map("[a-z\"\\\\ ]{0,6}", ".{0,6}", 0..3))
+    prop::option::of(prop::collection::btree_map(
+        "[a-z\"\\\\ ]{0,6}",
+        ".{0,6}",
+        0..3,
+    ))
 }
 
 proptest! {
@@ -106,7 +110,11 @@ fn opener_fills_in_the_path() {
 fn write_file_checks_data_length() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.safetensors");
-    let spec = TensorSpec { name: "w".into(), dtype: Dtype::F32, shape: vec![2] };
+    let spec = TensorSpec {
+        name: "w".into(),
+        dtype: Dtype::F32,
+        shape: vec![2],
+    };
     let e = write_file(&path, &[(spec, &[0u8; 4][..])], None).unwrap_err();
     assert!(matches!(&e, FormatError::InvalidTensor { tensor, .. } if tensor == "w"));
     assert!(!path.exists());

@@ -5,11 +5,18 @@ use formats::{Dtype, FormatError};
 use std::path::Path;
 
 fn spec(name: &str, n: u64) -> TensorSpec {
-    TensorSpec { name: name.into(), dtype: Dtype::U8, shape: vec![n] }
+    TensorSpec {
+        name: name.into(),
+        dtype: Dtype::U8,
+        shape: vec![n],
+    }
 }
 
 fn write(dir: &Path, file: &str, tensors: &[(&str, u64)]) {
-    let datas: Vec<Vec<u8>> = tensors.iter().map(|&(_, n)| vec![n as u8; n as usize]).collect();
+    let datas: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|&(_, n)| vec![n as u8; n as usize])
+        .collect();
     let pairs: Vec<(TensorSpec, &[u8])> = tensors
         .iter()
         .zip(&datas)
@@ -19,8 +26,14 @@ fn write(dir: &Path, file: &str, tensors: &[(&str, u64)]) {
 }
 
 fn index(dir: &Path, name: &str, entries: &[(&str, &str)]) {
-    let map: Vec<String> = entries.iter().map(|(t, f)| format!("\"{t}\": \"{f}\"")).collect();
-    let json = format!("{{\"metadata\": {{\"total_size\": 0}}, \"weight_map\": {{{}}}}}", map.join(", "));
+    let map: Vec<String> = entries
+        .iter()
+        .map(|(t, f)| format!("\"{t}\": \"{f}\""))
+        .collect();
+    let json = format!(
+        "{{\"metadata\": {{\"total_size\": 0}}, \"weight_map\": {{{}}}}}",
+        map.join(", ")
+    );
     std::fs::write(dir.join(name), json).unwrap();
 }
 
@@ -36,26 +49,44 @@ fn two_shards(dir: &Path) {
 fn opens_index_folder() {
     let dir = tempfile::tempdir().unwrap();
     two_shards(dir.path());
-    index(dir.path(), "model.safetensors.index.json", &[("c", S2), ("a", S1), ("b", S1)]);
+    index(
+        dir.path(),
+        "model.safetensors.index.json",
+        &[("c", S2), ("a", S1), ("b", S1)],
+    );
     let m = SafetensorsModel::open(dir.path()).unwrap();
     assert_eq!(m.root(), dir.path());
     assert_eq!(m.files().len(), 2);
     assert_eq!(m.files()[0].path(), dir.path().join(S1));
-    let names: Vec<_> = m.tensors().iter().map(|(i, t)| (*i, t.name.clone())).collect();
-    assert_eq!(names, [(0, "a".to_string()), (0, "b".into()), (1, "c".into())]);
+    let names: Vec<_> = m
+        .tensors()
+        .iter()
+        .map(|(i, t)| (*i, t.name.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [(0, "a".to_string()), (0, "b".into()), (1, "c".into())]
+    );
     let (fi, c) = m.find("c").unwrap();
     assert_eq!(fi, 1);
     assert_eq!(m.files()[fi].data(c), &[4, 4, 4, 4]);
     assert!(m.find("zz").is_none());
     assert_eq!(m.total_bytes(), 9);
-    assert_eq!(m.index_path(), Some(dir.path().join("model.safetensors.index.json").as_path()));
+    assert_eq!(
+        m.index_path(),
+        Some(dir.path().join("model.safetensors.index.json").as_path())
+    );
 }
 
 #[test]
 fn opens_other_index_names_single_files_and_lone_file_folders() {
     let dir = tempfile::tempdir().unwrap();
     two_shards(dir.path());
-    index(dir.path(), "diffusion_pytorch_model.safetensors.index.json", &[("a", S1), ("b", S1), ("c", S2)]);
+    index(
+        dir.path(),
+        "diffusion_pytorch_model.safetensors.index.json",
+        &[("a", S1), ("b", S1), ("c", S2)],
+    );
     assert_eq!(SafetensorsModel::open(dir.path()).unwrap().files().len(), 2);
 
     let m = SafetensorsModel::open(&dir.path().join(S2)).unwrap();
@@ -65,18 +96,30 @@ fn opens_other_index_names_single_files_and_lone_file_folders() {
 
     let lone = tempfile::tempdir().unwrap();
     write(lone.path(), "weights.safetensors", &[("x", 1)]);
-    assert_eq!(SafetensorsModel::open(lone.path()).unwrap().total_bytes(), 1);
+    assert_eq!(
+        SafetensorsModel::open(lone.path()).unwrap().total_bytes(),
+        1
+    );
 }
 
 #[test]
 fn ambiguous_or_empty_folders() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(SafetensorsModel::open(dir.path()), Err(FormatError::Io { .. })));
+    assert!(matches!(
+        SafetensorsModel::open(dir.path()),
+        Err(FormatError::Io { .. })
+    ));
     two_shards(dir.path());
-    assert!(matches!(SafetensorsModel::open(dir.path()), Err(FormatError::Unsupported { .. })));
+    assert!(matches!(
+        SafetensorsModel::open(dir.path()),
+        Err(FormatError::Unsupported { .. })
+    ));
     index(dir.path(), "a.safetensors.index.json", &[("a", S1)]);
     index(dir.path(), "b.safetensors.index.json", &[("a", S1)]);
-    assert!(matches!(SafetensorsModel::open(dir.path()), Err(FormatError::Unsupported { .. })));
+    assert!(matches!(
+        SafetensorsModel::open(dir.path()),
+        Err(FormatError::Unsupported { .. })
+    ));
 }
 
 #[test]
@@ -94,7 +137,15 @@ fn malformed_index() {
 fn index_names_a_missing_shard() {
     let dir = tempfile::tempdir().unwrap();
     two_shards(dir.path());
-    index(dir.path(), "model.safetensors.index.json", &[("a", S1), ("b", S1), ("c", "model-00003-of-00003.safetensors")]);
+    index(
+        dir.path(),
+        "model.safetensors.index.json",
+        &[
+            ("a", S1),
+            ("b", S1),
+            ("c", "model-00003-of-00003.safetensors"),
+        ],
+    );
     let e = SafetensorsModel::open(dir.path()).unwrap_err();
     assert!(
         matches!(&e, FormatError::MissingTensor { tensor, in_file: Some(f), .. }
@@ -108,13 +159,27 @@ fn index_names_a_missing_shard() {
 fn index_places_a_tensor_in_the_wrong_shard() {
     let dir = tempfile::tempdir().unwrap();
     two_shards(dir.path());
-    index(dir.path(), "model.safetensors.index.json", &[("a", S2), ("b", S1), ("c", S2)]);
+    index(
+        dir.path(),
+        "model.safetensors.index.json",
+        &[("a", S2), ("b", S1), ("c", S2)],
+    );
     let e = SafetensorsModel::open(dir.path()).unwrap_err();
-    assert!(matches!(&e, FormatError::MissingTensor { tensor, in_file: Some(f), .. } if tensor == "a" && f.ends_with(S2)), "{e}");
+    assert!(
+        matches!(&e, FormatError::MissingTensor { tensor, in_file: Some(f), .. } if tensor == "a" && f.ends_with(S2)),
+        "{e}"
+    );
 
-    index(dir.path(), "model.safetensors.index.json", &[("a", S1), ("b", S1), ("c", S2), ("ghost", S2)]);
+    index(
+        dir.path(),
+        "model.safetensors.index.json",
+        &[("a", S1), ("b", S1), ("c", S2), ("ghost", S2)],
+    );
     let e = SafetensorsModel::open(dir.path()).unwrap_err();
-    assert!(matches!(&e, FormatError::MissingTensor { tensor, .. } if tensor == "ghost"), "{e}");
+    assert!(
+        matches!(&e, FormatError::MissingTensor { tensor, .. } if tensor == "ghost"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -122,9 +187,16 @@ fn same_tensor_in_two_shards() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), S1, &[("a", 2)]);
     write(dir.path(), S2, &[("a", 2), ("c", 1)]);
-    index(dir.path(), "model.safetensors.index.json", &[("a", S1), ("c", S2)]);
+    index(
+        dir.path(),
+        "model.safetensors.index.json",
+        &[("a", S1), ("c", S2)],
+    );
     let e = SafetensorsModel::open(dir.path()).unwrap_err();
-    assert!(matches!(&e, FormatError::DuplicateTensor { tensor, path } if tensor == "a" && path.ends_with(S2)), "{e}");
+    assert!(
+        matches!(&e, FormatError::DuplicateTensor { tensor, path } if tensor == "a" && path.ends_with(S2)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -132,7 +204,11 @@ fn corrupt_shard_error_names_the_shard() {
     let dir = tempfile::tempdir().unwrap();
     two_shards(dir.path());
     std::fs::write(dir.path().join(S2), b"\x02\0\0\0\0\0\0\0{").unwrap();
-    index(dir.path(), "model.safetensors.index.json", &[("a", S1), ("b", S1), ("c", S2)]);
+    index(
+        dir.path(),
+        "model.safetensors.index.json",
+        &[("a", S1), ("b", S1), ("c", S2)],
+    );
     let e = SafetensorsModel::open(dir.path()).unwrap_err();
     assert_eq!(e.path(), dir.path().join(S2));
 }
@@ -148,7 +224,11 @@ fn planned_shards_open_as_a_model() {
         bytes.resize(layout.total_size as usize, 7);
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
-    std::fs::write(dir.path().join("model.safetensors.index.json"), plan.index_json.unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        plan.index_json.unwrap(),
+    )
+    .unwrap();
     let m = SafetensorsModel::open(dir.path()).unwrap();
     assert_eq!(m.total_bytes(), 14);
     assert_eq!(m.find("z").unwrap().0, 1);

@@ -145,13 +145,19 @@ pub fn parse(file_bytes: &[u8]) -> Result<Header> {
         if t.start != expected {
             let reason = match previous {
                 Some(p) if t.start < expected => {
-                    format!("data_offsets start at {} inside tensor `{p}` (ends at {expected})", t.start)
+                    format!(
+                        "data_offsets start at {} inside tensor `{p}` (ends at {expected})",
+                        t.start
+                    )
                 }
                 Some(p) => format!(
                     "hole in data: starts at {} but tensor `{p}` ends at {expected}",
                     t.start
                 ),
-                None => format!("hole in data: first tensor starts at {} instead of 0", t.start),
+                None => format!(
+                    "hole in data: first tensor starts at {} instead of 0",
+                    t.start
+                ),
             };
             return Err(FormatError::tensor("", &t.name, reason));
         }
@@ -345,7 +351,10 @@ mod tests {
 
     #[test]
     fn empty_header_and_zero_sized_tensors() {
-        assert!(parse(b"\x08\0\0\0\0\0\0\0{}      ").unwrap().tensors.is_empty());
+        assert!(parse(b"\x08\0\0\0\0\0\0\0{}      ")
+            .unwrap()
+            .tensors
+            .is_empty());
         let bytes = file(
             r#"{"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"y":{"dtype":"F32","shape":[3,0],"data_offsets":[0,0]}}"#,
             0,
@@ -357,7 +366,11 @@ mod tests {
     fn too_short() {
         assert!(matches!(
             parse(b"\x02\0\0"),
-            Err(FormatError::Truncated { needed: 8, available: 3, .. })
+            Err(FormatError::Truncated {
+                needed: 8,
+                available: 3,
+                ..
+            })
         ));
     }
 
@@ -365,7 +378,11 @@ mod tests {
     fn header_past_the_end() {
         assert!(matches!(
             parse(b"\x10\0\0\0\0\0\0\0{}"),
-            Err(FormatError::Truncated { needed: 16, available: 2, .. })
+            Err(FormatError::Truncated {
+                needed: 16,
+                available: 2,
+                ..
+            })
         ));
     }
 
@@ -380,7 +397,9 @@ mod tests {
     #[test]
     fn not_utf8() {
         let e = parse(b"\x04\0\0\0\0\0\0\0{\xff\xfe}").unwrap_err();
-        assert!(matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("UTF-8")));
+        assert!(
+            matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("UTF-8"))
+        );
     }
 
     #[test]
@@ -394,26 +413,37 @@ mod tests {
     #[test]
     fn not_an_object() {
         let e = parse(b"\x08\0\0\0\0\0\0\0[1,2]   ").unwrap_err();
-        assert!(matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("object")));
+        assert!(
+            matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("object"))
+        );
         let e = parse(b"\x08\0\0\0\0\0\0\0 {}     ").unwrap_err();
         assert!(matches!(e, FormatError::InvalidHeader { .. }));
     }
 
     #[test]
     fn unknown_dtype() {
-        let bytes = file(r#"{"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#, 4);
+        let bytes = file(
+            r#"{"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#,
+            4,
+        );
         let e = parse(&bytes).unwrap_err();
         assert!(
             matches!(&e, FormatError::InvalidTensor { tensor, reason, .. } if tensor == "w" && reason.contains("F99"))
         );
-        let bytes = file(r#"{"w":{"dtype":"F8_E8M0","shape":[1],"data_offsets":[0,1]}}"#, 1);
+        let bytes = file(
+            r#"{"w":{"dtype":"F8_E8M0","shape":[1],"data_offsets":[0,1]}}"#,
+            1,
+        );
         let e = parse(&bytes).unwrap_err();
         assert!(matches!(&e, FormatError::Unsupported { tensor: Some(t), .. } if t == "w"));
     }
 
     #[test]
     fn malformed_entry_names_the_tensor() {
-        let bytes = file(r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4);
+        let bytes = file(
+            r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            4,
+        );
         let e = parse(&bytes).unwrap_err();
         assert!(matches!(&e, FormatError::InvalidTensor { tensor, .. } if tensor == "w"));
         let bytes = file(r#"{"w":{"dtype":"F32","shape":[1]}}"#, 4);
@@ -423,7 +453,10 @@ mod tests {
 
     #[test]
     fn size_mismatch() {
-        let bytes = file(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, 4);
+        let bytes = file(
+            r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            4,
+        );
         let e = parse(&bytes).unwrap_err();
         assert!(
             matches!(&e, FormatError::InvalidTensor { tensor, reason, .. } if tensor == "w" && reason.contains("needs 8 bytes"))
@@ -440,19 +473,27 @@ mod tests {
         // numel fits but numel * 8 does not
         let json = r#"{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,4]}}"#;
         let e = parse(&file(json, 4)).unwrap_err();
-        assert!(matches!(&e, FormatError::InvalidTensor { reason, .. } if reason.contains("overflow")));
+        assert!(
+            matches!(&e, FormatError::InvalidTensor { reason, .. } if reason.contains("overflow"))
+        );
     }
 
     #[test]
     fn offsets_reversed() {
-        let bytes = file(r#"{"w":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#, 4);
+        let bytes = file(
+            r#"{"w":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#,
+            4,
+        );
         let e = parse(&bytes).unwrap_err();
         assert!(matches!(&e, FormatError::InvalidTensor { tensor, .. } if tensor == "w"));
     }
 
     #[test]
     fn offsets_out_of_range() {
-        let bytes = file(r#"{"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#, 4);
+        let bytes = file(
+            r#"{"w":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#,
+            4,
+        );
         let e = parse(&bytes).unwrap_err();
         assert!(
             matches!(&e, FormatError::Truncated { what, needed: 8, available: 4, .. } if what.contains("`w`"))
@@ -481,15 +522,26 @@ mod tests {
         assert!(
             matches!(&e, FormatError::InvalidTensor { tensor, reason, .. } if tensor == "b" && reason.contains("hole"))
         );
-        let bytes = file(r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#, 6);
-        assert!(matches!(parse(&bytes), Err(FormatError::InvalidTensor { .. })));
+        let bytes = file(
+            r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#,
+            6,
+        );
+        assert!(matches!(
+            parse(&bytes),
+            Err(FormatError::InvalidTensor { .. })
+        ));
     }
 
     #[test]
     fn trailing_data() {
-        let bytes = file(r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#, 5);
+        let bytes = file(
+            r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}"#,
+            5,
+        );
         let e = parse(&bytes).unwrap_err();
-        assert!(matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("cover 4")));
+        assert!(
+            matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("cover 4"))
+        );
     }
 
     #[test]
@@ -505,11 +557,11 @@ mod tests {
     #[test]
     fn metadata_not_strings() {
         let e = parse(&file(r#"{"__metadata__":{"n":1}}"#, 0)).unwrap_err();
-        assert!(
-            matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("`n`"))
-        );
+        assert!(matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("`n`")));
         let e = parse(&file(r#"{"__metadata__":[]}"#, 0)).unwrap_err();
-        assert!(matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("__metadata__")));
+        assert!(
+            matches!(&e, FormatError::InvalidHeader { reason, .. } if reason.contains("__metadata__"))
+        );
         let e = parse(&file(r#"{"__metadata__":{},"__metadata__":{}}"#, 0)).unwrap_err();
         assert!(matches!(e, FormatError::DuplicateTensor { .. }));
     }

@@ -52,7 +52,10 @@ impl SafetensorsFile {
     /// offsets that do not fit it (a caller mixing up files) give an empty slice, not a panic.
     pub fn data(&self, info: &TensorInfo) -> &[u8] {
         let bytes = self.map.bytes();
-        debug_assert!(info.end as usize <= bytes.len(), "TensorInfo from another file");
+        debug_assert!(
+            info.end as usize <= bytes.len(),
+            "TensorInfo from another file"
+        );
         usize::try_from(info.start)
             .ok()
             .zip(usize::try_from(info.end).ok())

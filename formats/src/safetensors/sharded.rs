@@ -63,16 +63,14 @@ impl SafetensorsModel {
             many => Err(FormatError::Unsupported {
                 path: path.to_path_buf(),
                 tensor: None,
-                reason: format!(
-                    "{} .safetensors files but no {INDEX_FILE_NAME}",
-                    many.len()
-                ),
+                reason: format!("{} .safetensors files but no {INDEX_FILE_NAME}", many.len()),
             }),
         }
     }
 
     fn open_index(root: &Path, index_path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(index_path).map_err(|e| FormatError::io(index_path, "read", e))?;
+        let bytes =
+            std::fs::read(index_path).map_err(|e| FormatError::io(index_path, "read", e))?;
         let weight_map = parse_index(&bytes).map_err(|e| e.at(index_path))?;
 
         // Shards in file-name order, which is shard-number order for `model-0000i-of-0000n`.
@@ -231,7 +229,10 @@ impl<'de> Deserialize<'de> for UniqueMap {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object mapping tensor names to shard file names")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<UniqueMap, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<UniqueMap, A::Error> {
                 let mut seen = HashSet::new();
                 let mut out = Vec::new();
                 while let Some((k, v)) = map.next_entry::<String, String>()? {

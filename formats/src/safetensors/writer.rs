@@ -38,7 +38,10 @@ impl TensorSpec {
         checked_numel(&self.shape)
             .and_then(|n| n.checked_mul(self.dtype.size() as u64))
             .ok_or_else(|| {
-                let reason = format!("shape {:?} of {} overflows u64 bytes", self.shape, self.dtype);
+                let reason = format!(
+                    "shape {:?} of {} overflows u64 bytes",
+                    self.shape, self.dtype
+                );
                 FormatError::tensor("", &self.name, reason)
             })
     }
@@ -118,9 +121,9 @@ pub fn plan_file(
     header.extend_from_slice(&json);
     header.resize(8 + padded, b' ');
     let data_start = header.len() as u64;
-    let total_size = data_start.checked_add(offset).ok_or_else(|| {
-        FormatError::header("", "file size overflows u64 bytes")
-    })?;
+    let total_size = data_start
+        .checked_add(offset)
+        .ok_or_else(|| FormatError::header("", "file size overflows u64 bytes"))?;
     let tensors = tensors
         .into_iter()
         .zip(relative)
@@ -141,7 +144,11 @@ fn check_names(tensors: &[TensorSpec]) -> Result<()> {
     let mut seen = HashSet::with_capacity(tensors.len());
     for t in tensors {
         if t.name == "__metadata__" {
-            return Err(FormatError::tensor("", &t.name, "this name is reserved for metadata"));
+            return Err(FormatError::tensor(
+                "",
+                &t.name,
+                "this name is reserved for metadata",
+            ));
         }
         if !seen.insert(t.name.as_str()) {
             return Err(FormatError::DuplicateTensor {
@@ -348,7 +355,10 @@ mod tests {
         assert_eq!(layout.header, b"\x08\0\0\0\0\0\0\0{}      ");
         let meta = BTreeMap::from([("framework".to_string(), "pt".to_string())]);
         let layout = plan_file(vec![], Some(&meta)).unwrap();
-        assert_eq!(&layout.header[8..], b"{\"__metadata__\":{\"framework\":\"pt\"}}     ");
+        assert_eq!(
+            &layout.header[8..],
+            b"{\"__metadata__\":{\"framework\":\"pt\"}}     "
+        );
     }
 
     #[test]
@@ -364,18 +374,31 @@ mod tests {
             None,
         )
         .unwrap();
-        let order: Vec<_> = layout.tensors.iter().map(|t| t.spec.name.as_str()).collect();
+        let order: Vec<_> = layout
+            .tensors
+            .iter()
+            .map(|t| t.spec.name.as_str())
+            .collect();
         assert_eq!(order, ["z", "y", "c", "a", "b"]);
     }
 
     #[test]
     fn plan_rejects_duplicates_and_overflow() {
         let dup = vec![spec("a", Dtype::U8, &[1]), spec("a", Dtype::F32, &[1])];
-        assert!(matches!(plan_file(dup, None), Err(FormatError::DuplicateTensor { .. })));
+        assert!(matches!(
+            plan_file(dup, None),
+            Err(FormatError::DuplicateTensor { .. })
+        ));
         let big = vec![spec("a", Dtype::F64, &[u64::MAX / 4])];
-        assert!(matches!(plan_file(big, None), Err(FormatError::InvalidTensor { .. })));
+        assert!(matches!(
+            plan_file(big, None),
+            Err(FormatError::InvalidTensor { .. })
+        ));
         let reserved = vec![spec("__metadata__", Dtype::U8, &[1])];
-        assert!(matches!(plan_file(reserved, None), Err(FormatError::InvalidTensor { .. })));
+        assert!(matches!(
+            plan_file(reserved, None),
+            Err(FormatError::InvalidTensor { .. })
+        ));
     }
 
     #[test]
@@ -393,7 +416,10 @@ mod tests {
             .iter()
             .map(|(_, l)| l.tensors.iter().map(|t| t.spec.name.as_str()).collect())
             .collect();
-        assert_eq!(names, [vec!["t0"], vec!["t1", "t2"], vec!["t3", "t4", "t5"]]);
+        assert_eq!(
+            names,
+            [vec!["t0"], vec!["t1", "t2"], vec!["t3", "t4", "t5"]]
+        );
         assert_eq!(plan.files[0].0, "model-00001-of-00003.safetensors");
         let index = String::from_utf8(plan.index_json.unwrap()).unwrap();
         assert!(index.starts_with("{\n  \"metadata\": {\n    \"total_size\": 24\n  },\n  \"weight_map\": {\n    \"t0\": \"model-00001-of-00003.safetensors\",\n"));
