@@ -1,6 +1,7 @@
 //! The `ckpt-opt` binary: parse, run, print one line per error chain, exit with a code.
 
 use clap::Parser;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -10,7 +11,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let cli = ckpt_opt::cli::Cli::parse();
+    let cli = match ckpt_opt::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
+        Err(err) => {
+            eprintln!("ckpt-opt: {}", one_line(&err.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match ckpt_opt::cli::run(cli, &mut out) {
@@ -30,4 +38,14 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit_code() as u8)
         }
     }
+}
+
+/// Folds clap's multi-line usage error into one line, dropping its usage and help hints.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

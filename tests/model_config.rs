@@ -80,7 +80,7 @@ fn qwen2_and_mistral_from_dirs() {
 fn hf_gguf_hf_round_trip_through_files() {
     let dir = write_config(LLAMA32_1B);
     let a = ModelConfig::load(dir.path()).unwrap();
-    let md = llama_metadata(&a, "Llama 3.2 1B", FILE_TYPE_BF16);
+    let md = llama_metadata(&a, "Llama 3.2 1B", 0, FILE_TYPE_BF16);
     let back =
         config_from_gguf_with_tensors(&md, &["token_embd.weight"], Path::new("x.gguf")).unwrap();
     let out = tempfile::tempdir().unwrap();

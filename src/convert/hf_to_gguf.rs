@@ -2,14 +2,14 @@
 //! tensor names, q/k rows permuted for llama.cpp's rotary layout, 1-D tensors in F32, the
 //! `general.*`/`<arch>.*` metadata and the tokenizer as `tokenizer.ggml.*`.
 
-use super::{cast_op, dense_dtype, from_source, model_name, split_output_path, weight_dtype};
+use super::{cast_op, dense_dtype, folder_name, from_source, split_output_path, weight_dtype};
 use super::ConvertOptions;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::export::gguf_meta;
 use crate::model::{self, ModelConfig};
 use crate::plan::{Op, OutputLayout, Plan, PlannedFile, PlannedTensor, Recipe};
-use formats::gguf::{self, GgmlType, GgufTensorSpec};
+use formats::gguf::{self, GgmlType, GgufTensorSpec, MetadataValue};
 use formats::Dtype;
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,7 +32,26 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         Dtype::BF16 => gguf_meta::FILE_TYPE_BF16,
         _ => gguf_meta::FILE_TYPE_F16,
     };
-    let mut metadata = gguf_meta::llama_metadata(&cfg, &model_name(input, opts), file_type);
+    let rope_freqs = model::llama3_rope_freqs(&cfg);
+    // gguf-py counts the parameters of every tensor it writes (`get_total_parameter_count`).
+    let parameters = sources
+        .iter()
+        .filter(|t| !model::is_skipped_hf_tensor(&t.name))
+        .map(|t| t.numel())
+        .sum::<u64>()
+        + rope_freqs.as_ref().map_or(0, |f| f.len() as u64);
+    let mut metadata =
+        gguf_meta::llama_metadata(&cfg, &gguf_model_name(input, &cfg, opts), parameters, file_type);
+    if cfg.architecture.permutes_qk() {
+        // conversion/llama.py `LlamaModel.set_vocab`: tokenizer_config.json's add_prefix_space,
+        // when set, is written before the vocabulary.
+        if let Some(flag) = add_prefix_space(&root)? {
+            metadata.push((
+                "tokenizer.ggml.add_space_prefix".into(),
+                MetadataValue::Bool(flag),
+            ));
+        }
+    }
     let vocab = crate::export::tokenizer::vocab_from_hf(&root, cfg.vocab_size)?;
     metadata.extend(vocab.metadata);
 
@@ -68,7 +87,6 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         made.push((name, index, to, ops));
     }
 
-    let rope_freqs = model::llama3_rope_freqs(&cfg);
     let mut specs: Vec<GgufTensorSpec> = made
         .iter()
         .map(|(name, index, to, _)| {
@@ -185,4 +203,24 @@ pub(super) fn check_against_config(
         }
     }
     Ok(())
+}
+
+/// `add_prefix_space` from tokenizer_config.json, when present and not null.
+fn add_prefix_space(root: &Path) -> Result<Option<bool>> {
+    let path = root.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::tokenizer(&path, format!("invalid JSON: {e}")))?;
+    Ok(json.get("add_prefix_space").and_then(|v| v.as_bool()))
+}
+
+/// `--name`, else the name llama.cpp's converter would derive.
+fn gguf_model_name(input: &Checkpoint, cfg: &ModelConfig, opts: &ConvertOptions) -> String {
+    opts.model_name
+        .clone()
+        .unwrap_or_else(|| gguf_meta::model_name_from_id(cfg, &folder_name(input)))
 }

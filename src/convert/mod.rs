@@ -133,14 +133,12 @@ fn split_output_path(output: &Path) -> (PathBuf, String) {
     (dir, name)
 }
 
-/// The model name for metadata: the option, else the input folder's name.
-fn model_name(input: &Checkpoint, opts: &ConvertOptions) -> String {
-    opts.model_name.clone().unwrap_or_else(|| {
-        let root = input.root();
-        root.canonicalize()
-            .unwrap_or(root)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
-    })
+/// The name of the folder holding the input.
+fn folder_name(input: &Checkpoint) -> String {
+    let root = input.root();
+    root.canonicalize()
+        .unwrap_or(root)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
 }

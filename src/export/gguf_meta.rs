@@ -122,11 +122,85 @@ fn hparams_have_head_dim(cfg: &ModelConfig) -> bool {
     }
 }
 
+/// The parameter-count label the converter writes as `general.size_label` ("1.6M", "8.0B"):
+/// gguf-py `utility.py` `model_weight_count_rounded_notation(n, min_digits=2)` (dense models).
+pub fn size_label(parameters: u64) -> String {
+    let n = parameters as f64;
+    let (scaled, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    // Python: len(str(round(scaled)).lstrip('0')), with round() rounding half to even.
+    let whole = scaled.round_ties_even() as u64;
+    let digits = if whole == 0 { 0 } else { whole.to_string().len() };
+    let fix = 2usize.saturating_sub(digits);
+    format!("{scaled:.fix$}{suffix}")
+}
+
+/// `general.name` as the converter derives it when no model card names the model: from
+/// config.json's `_name_or_path` when it is a Hub id (at most one `/`), else from the folder
+/// name; the part after the organisation, title-cased (gguf-py `metadata.py`
+/// `Metadata.load` → `get_model_id_components`, `id_to_title`). The converter's further
+/// guesses (`general.basename`, `finetune`, `version` split out of the name) are not made.
+pub fn model_name_from_id(cfg: &ModelConfig, folder_name: &str) -> String {
+    let id = cfg
+        .raw
+        .get("_name_or_path")
+        .and_then(|v| v.as_str())
+        .filter(|id| !id.is_empty() && id.matches('/').count() <= 1)
+        .unwrap_or(folder_name);
+    let full_name = id.rsplit('/').next().unwrap_or(id);
+    id_to_title(full_name)
+}
+
+/// gguf-py `Metadata.id_to_title`: words split on `-` and spaces; an all-lowercase word is
+/// title-cased unless it is a version (`v1.2`) or starts with a digit.
+fn id_to_title(id: &str) -> String {
+    id.replace('-', " ")
+        .split_whitespace()
+        .map(|w| {
+            let is_lower = w.chars().any(char::is_alphabetic)
+                && !w.chars().any(|c| c.is_alphabetic() && !c.is_lowercase());
+            let is_version = w.starts_with(|c: char| c.is_ascii_digit())
+                || (w.starts_with('v')
+                    && w.len() > 1
+                    && w[1..].split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())));
+            if is_lower && !is_version {
+                python_title(w)
+            } else {
+                w.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Python's `str.title()`: a letter is upper-cased after a non-letter, lower-cased otherwise.
+fn python_title(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut after_letter = false;
+    for c in word.chars() {
+        if after_letter {
+            out.extend(c.to_lowercase());
+        } else {
+            out.extend(c.to_uppercase());
+        }
+        after_letter = c.is_alphabetic();
+    }
+    out
+}
+
 /// The GGUF metadata for `cfg` in the converter's order, without tokenizer keys.
 /// `general.architecture` is `llama` for Llama and Mistral, `qwen2` (with `qwen2.*` keys) for Qwen2.
 pub fn llama_metadata(
     cfg: &ModelConfig,
     model_name: &str,
+    parameter_count: u64,
     file_type: u32,
 ) -> Vec<(String, MetadataValue)> {
     let arch = cfg.architecture.gguf_arch();
@@ -137,6 +211,13 @@ pub fn llama_metadata(
     push(&mut out, "general.architecture".into(), s(arch));
     push(&mut out, "general.type".into(), s("model"));
     push(&mut out, "general.name".into(), s(model_name));
+    if parameter_count > 0 {
+        push(
+            &mut out,
+            "general.size_label".into(),
+            s(&size_label(parameter_count)),
+        );
+    }
 
     // TextModel.set_gguf_parameters
     push(
@@ -249,7 +330,7 @@ mod tests {
             "rope_scaling":{"factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
             "original_max_position_embeddings":8192,"rope_type":"llama3"}}"#,
         );
-        let md = llama_metadata(&c, "Meta Llama 3.1 8B", FILE_TYPE_BF16);
+        let md = llama_metadata(&c, "Meta Llama 3.1 8B", 0, FILE_TYPE_BF16);
         use ValueType::*;
         // Derived from convert_hf_to_gguf.py (prepare_metadata, TextModel/LlamaModel.set_gguf_parameters)
         // and gguf_writer.py add_* value types.
@@ -306,6 +387,31 @@ mod tests {
     }
 
     #[test]
+    fn names_are_title_cased_like_gguf_py() {
+        let c = cfg(r#"{"architectures":["LlamaForCausalLM"]}"#);
+        assert_eq!(model_name_from_id(&c, "llama-gqa"), "Llama Gqa");
+        assert_eq!(model_name_from_id(&c, "qwen2-bias"), "Qwen2 Bias");
+        assert_eq!(model_name_from_id(&c, "my-model-v1.5"), "My Model v1.5");
+        assert_eq!(model_name_from_id(&c, "Llama-3.2-1B"), "Llama 3.2 1B");
+        assert_eq!(python_title("abc2def"), "Abc2Def");
+        let hub = cfg(r#"{"architectures":["LlamaForCausalLM"],"_name_or_path":"meta-llama/Llama-2-7b-hf"}"#);
+        assert_eq!(model_name_from_id(&hub, "whatever"), "Llama 2 7b Hf");
+        let local = cfg(r#"{"architectures":["LlamaForCausalLM"],"_name_or_path":"/home/x/ckpt"}"#);
+        assert_eq!(model_name_from_id(&local, "folder"), "Folder");
+    }
+
+    #[test]
+    fn size_labels_match_gguf_py() {
+        // Values from the converter's outputs on our fixtures and well-known models.
+        assert_eq!(size_label(1_627_392), "1.6M");
+        assert_eq!(size_label(617_216), "617K");
+        assert_eq!(size_label(8_030_261_248), "8.0B");
+        assert_eq!(size_label(494_032_768), "494M");
+        assert_eq!(size_label(70_553_706_496), "71B");
+        assert_eq!(size_label(999), "1.0K");
+    }
+
+    #[test]
     fn mistral_is_llama_in_gguf() {
         let md = llama_metadata(
             &cfg(r#"{"architectures":["MistralForCausalLM"]}"#),
@@ -330,7 +436,7 @@ mod tests {
             "max_position_embeddings":32768,"rms_norm_eps":1e-06,"rope_theta":1000000.0,
             "tie_word_embeddings":true}"#,
         );
-        let md = llama_metadata(&c, "Qwen2.5 0.5B", FILE_TYPE_F16);
+        let md = llama_metadata(&c, "Qwen2.5 0.5B", 0, FILE_TYPE_F16);
         use ValueType::*;
         let expected: Vec<(&str, ValueType)> = vec![
             ("general.architecture", String),
@@ -360,7 +466,7 @@ mod tests {
         let c = cfg(
             r#"{"architectures":["LlamaForCausalLM"],"rope_scaling":{"type":"linear","factor":4.0}}"#,
         );
-        let md = llama_metadata(&c, "x", FILE_TYPE_F32);
+        let md = llama_metadata(&c, "x", 0, FILE_TYPE_F32);
         let keys: Vec<_> = md.iter().map(|(k, _)| k.as_str()).collect();
         let i = keys
             .iter()
@@ -379,7 +485,7 @@ mod tests {
             r#"{"architectures":["Qwen2ForCausalLM"],"rope_scaling":{"type":"yarn","factor":4.0,
             "original_max_position_embeddings":32768}}"#,
         );
-        let md = llama_metadata(&q, "x", FILE_TYPE_F32);
+        let md = llama_metadata(&q, "x", 0, FILE_TYPE_F32);
         assert_eq!(get(&md, "qwen2.rope.scaling.type"), &s("yarn"));
         assert_eq!(
             get(&md, "qwen2.rope.scaling.original_context_length"),
@@ -389,14 +495,14 @@ mod tests {
         let l3 = cfg(
             r#"{"architectures":["LlamaForCausalLM"],"rope_scaling":{"rope_type":"llama3","factor":8.0}}"#,
         );
-        let md = llama_metadata(&l3, "x", FILE_TYPE_F32);
+        let md = llama_metadata(&l3, "x", 0, FILE_TYPE_F32);
         assert!(md.iter().all(|(k, _)| !k.contains("scaling")));
     }
 
     #[test]
     fn qwen2_with_explicit_head_dim_writes_key_length() {
         let c = cfg(r#"{"architectures":["Qwen2ForCausalLM"],"head_dim":128}"#);
-        let md = llama_metadata(&c, "x", FILE_TYPE_F32);
+        let md = llama_metadata(&c, "x", 0, FILE_TYPE_F32);
         assert_eq!(
             get(&md, "qwen2.attention.key_length"),
             &MetadataValue::U32(128)

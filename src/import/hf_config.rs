@@ -278,7 +278,7 @@ mod tests {
 
     fn round_trip(json: &str, ft: u32, tensors: &[&str]) -> (ModelConfig, ModelConfig) {
         let a = cfg(json);
-        let md = llama_metadata(&a, "m", ft);
+        let md = llama_metadata(&a, "m", 0, ft);
         let v = config_from_gguf_with_tensors(&md, tensors, Path::new("m.gguf")).unwrap();
         let b = cfg(&v.to_string());
         (a, b)
@@ -325,7 +325,7 @@ mod tests {
             "max_position_embeddings":32768,"rms_norm_eps":1e-06,"rope_theta":1000000.0,
             "tie_word_embeddings":true,"rope_scaling":{"type":"yarn","factor":4.0,"original_max_position_embeddings":32768}}"#,
         );
-        let mut md = llama_metadata(&a, "q", FILE_TYPE_F16);
+        let mut md = llama_metadata(&a, "q", 0, FILE_TYPE_F16);
         let tokens = vec![MetadataValue::String("t".into()); 151936];
         md.push((
             "tokenizer.ggml.tokens".into(),
@@ -368,7 +368,7 @@ mod tests {
             config_from_gguf(&gpt2, p),
             Err(Error::UnknownArchitecture { .. })
         ));
-        let mut md = llama_metadata(&cfg(r#"{"architectures":["LlamaForCausalLM"]}"#), "m", 0);
+        let mut md = llama_metadata(&cfg(r#"{"architectures":["LlamaForCausalLM"]}"#), "m", 0, 0);
         md.retain(|(k, _)| k != "llama.block_count");
         match config_from_gguf(&md, p) {
             Err(Error::Config { reason, .. }) => {
@@ -376,7 +376,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let mut md = llama_metadata(&cfg(r#"{"architectures":["Qwen2ForCausalLM"]}"#), "m", 0);
+        let mut md = llama_metadata(&cfg(r#"{"architectures":["Qwen2ForCausalLM"]}"#), "m", 0, 0);
         md.retain(|(k, _)| k != "tokenizer.ggml.tokens");
         match config_from_gguf(&md, p) {
             Err(Error::Config { reason, .. }) => {
