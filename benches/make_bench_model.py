@@ -22,12 +22,12 @@ HEAD_DIM = HIDDEN // HEADS
 SHARD_BYTES = 500_000_000
 
 
-def bf16_bytes(rng, shape, scale=0.02, around=0.0):
+def bf16_bits(rng, shape, scale=0.02, around=0.0):
     x = (rng.standard_normal(shape, dtype=np.float32) * scale + around).astype(np.float32)
     bits = x.view(np.uint32)
     # round to nearest even, as torch does when casting to bfloat16
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-    return bits.astype(np.uint16).tobytes()
+    return np.ascontiguousarray(bits.astype(np.uint16))
 
 
 def tensor_list(layers, vocab):
@@ -73,14 +73,18 @@ def main():
     weight_map, total = {}, 0
     for i, shard in enumerate(shards):
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {}
+        # serialize_file reads the buffers through data_ptr, so the arrays are kept alive until
+        # it returns (the same low-level call safetensors' save_file makes).
+        arrays, specs = [], {}
         for name, shape, around in shard:
-            data = bf16_bytes(rng, shape, 0.02 if around == 0.0 else 0.05, around)
-            tensors[name] = {"dtype": "bfloat16", "shape": list(shape), "data": data}
+            bits = bf16_bits(rng, shape, 0.02 if around == 0.0 else 0.05, around)
+            arrays.append(bits)
+            specs[name] = safetensors.TensorSpec(dtype="bfloat16", shape=list(shape),
+                                                 data_ptr=bits.ctypes.data, data_len=bits.nbytes)
             weight_map[name] = fname
-            total += len(data)
-        safetensors.serialize_file(tensors, os.path.join(args.out, fname), metadata={"format": "pt"})
-        del tensors
+            total += bits.nbytes
+        safetensors.serialize_file(specs, os.path.join(args.out, fname), metadata={"format": "pt"})
+        del arrays, specs
     with open(os.path.join(args.out, "model.safetensors.index.json"), "w") as f:
         f.write(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n")
     config = {

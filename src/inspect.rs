@@ -21,8 +21,8 @@ pub struct Inspection {
     pub config_error: Option<String>,
     pub parameters: u64,
     pub bytes_by_dtype: BTreeMap<String, u64>,
-    /// GGUF metadata (long arrays summarised).
-    pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+    /// GGUF metadata in file order (long arrays summarised).
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     pub tensors: Vec<TensorSummary>,
 }
 
@@ -145,7 +145,13 @@ fn metadata_json(v: &MetadataValue) -> serde_json::Value {
         MetadataValue::I16(x) => json!(x),
         MetadataValue::U32(x) => json!(x),
         MetadataValue::I32(x) => json!(x),
-        MetadataValue::F32(x) => json!(x),
+        // Shown at f32 precision (1e-6, not 9.99999997e-7).
+        MetadataValue::F32(x) => x
+            .to_string()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
         MetadataValue::Bool(x) => json!(x),
         MetadataValue::String(x) => json!(x),
         MetadataValue::U64(x) => json!(x),
@@ -233,7 +239,7 @@ fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

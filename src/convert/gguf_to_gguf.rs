@@ -8,6 +8,7 @@ use crate::export::gguf_meta;
 use crate::plan::{Op, OutputLayout, Plan, PlannedFile};
 use formats::gguf::{self, GgmlType, GgufTensorSpec, MetadataValue};
 use formats::Dtype;
+use std::collections::HashMap;
 use std::path::Path;
 
 pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<Plan> {
@@ -34,7 +35,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         }
     }
 
-    let mut made = Vec::with_capacity(sources.len());
+    let mut made = HashMap::with_capacity(sources.len());
     let mut specs = Vec::with_capacity(sources.len());
     for (index, src) in sources.iter().enumerate() {
         let (ggml_type, ops): (GgmlType, Vec<Op>) = match (src.ty, opts.dtype) {
@@ -55,12 +56,15 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             dims: src.shape.iter().rev().copied().collect(),
             ggml_type,
         });
-        made.push((index, ops));
+        made.insert(src.name.as_str(), (index, ops));
     }
 
     let layouts = gguf::plan_split(&metadata, specs, &opts.split)?;
     let (dir, file_name) = split_output_path(output);
-    let prefix = file_name.strip_suffix(".gguf").unwrap_or(&file_name).to_string();
+    let prefix = file_name
+        .strip_suffix(".gguf")
+        .unwrap_or(&file_name)
+        .to_string();
     let count = layouts.len();
     let files = layouts
         .into_iter()
@@ -76,25 +80,17 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
                 .tensors
                 .iter()
                 .map(|t| {
-                    let (index, ops) = made
-                        .iter()
-                        .find(|(i, _)| sources[*i].name == t.spec.name)
-                        .cloned()
-                        .unwrap_or((0, Vec::new()));
+                    let (index, ops) = made[t.spec.name.as_str()].clone();
                     let src = &sources[index];
-                    let mut planned = from_source(
+                    from_source(
                         &t.spec.name,
                         t.spec.ggml_type.name().into(),
-                        src.shape.clone(),
                         t.start,
                         t.len,
                         index,
                         src,
                         ops,
-                    );
-                    // Block-quantized rows are whole rows of blocks: one row is ne[0] elements.
-                    planned.recipe.row_elements = src.shape.last().copied().unwrap_or(1);
-                    planned
+                    )
                 })
                 .collect(),
             header: layout.header,

@@ -66,10 +66,10 @@ pub fn plan_convert(input: &Checkpoint, output: &Path, opts: &ConvertOptions) ->
 }
 
 /// A planned tensor made from `src` by `ops`, with its offset and size from a format layout.
+/// Conversions keep shapes (casts and row permutations), so the shape is the source's.
 fn from_source(
     name: &str,
     dtype: String,
-    shape: Vec<u64>,
     offset: u64,
     len: u64,
     src_index: usize,
@@ -79,7 +79,7 @@ fn from_source(
     PlannedTensor {
         name: name.to_string(),
         dtype,
-        shape,
+        shape: src.shape.clone(),
         offset,
         len,
         recipe: Recipe {
@@ -99,8 +99,7 @@ fn cast_op(from: Dtype, to: Dtype) -> Option<Op> {
 
 /// A source tensor's dense dtype, or an error naming it when it is block-quantized.
 fn dense_dtype(input: &Checkpoint, t: &SourceTensor, what: &str) -> Result<Dtype> {
-    t.ty
-        .dense()
+    t.ty.dense()
         .ok_or_else(|| crate::checkpoint::unsupported_type(input, t, what))
 }
 

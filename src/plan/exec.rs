@@ -65,18 +65,20 @@ fn rows_of(input: &Path, planned: &PlannedTensor, src: &SourceTensor) -> Result<
     let fail = |why: &str| Error::tensor(input, &src.name, why.to_string());
     let row_elements = planned.recipe.row_elements.max(1);
     let numel = src.numel();
-    if numel % row_elements != 0 {
+    if !numel.is_multiple_of(row_elements) {
         return Err(fail("element count is not a whole number of rows"));
     }
     let count = (numel / row_elements).max(1);
-    if src.len % count != 0 || planned.len % count != 0 {
+    if !src.len.is_multiple_of(count) || !planned.len.is_multiple_of(count) {
         return Err(fail("byte size is not a whole number of rows"));
     }
     let mut group = 1;
     for op in &planned.recipe.ops {
         if let Op::PermuteQk { n_head, .. } = op {
-            if *n_head == 0 || count % (2 * n_head) != 0 {
-                return Err(fail("rows do not divide into 2 x heads for the q/k permutation"));
+            if *n_head == 0 || !count.is_multiple_of(2 * n_head) {
+                return Err(fail(
+                    "rows do not divide into 2 x heads for the q/k permutation",
+                ));
             }
             group = count / n_head;
         }
@@ -101,7 +103,10 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
                     plan.target.display()
                 )));
             }
-            Some(StagedDir::create(&staging_target(&plan.target, opts.force))?)
+            Some(StagedDir::create(&staging_target(
+                &plan.target,
+                opts.force,
+            ))?)
         }
         OutputLayout::Files => {
             std::fs::create_dir_all(&plan.target)
@@ -140,7 +145,7 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
         for (ti, planned) in file.tensors.iter().enumerate() {
             if let Some(bytes) = &planned.inline {
                 outputs[fi].write_at(planned.offset, bytes)?;
-                per_file.push(Rows { count: 0, src_bytes: 0, dst_bytes: 0, group: 1 });
+                per_file.push(None);
                 continue;
             }
             let src = &sources[planned.recipe.source_index];
@@ -159,7 +164,7 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
                 });
                 first += n;
             }
-            per_file.push(rows);
+            per_file.push(Some(rows));
         }
         geometry.push(per_file);
     }
@@ -178,7 +183,10 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
     pool.install(|| {
         chunks.par_iter().try_for_each(|chunk| {
             let planned = &plan.files[chunk.file].tensors[chunk.tensor];
-            let rows = &geometry[chunk.file][chunk.tensor];
+            // Only tensors made from a source have chunks, and those have their geometry.
+            let Some(rows) = &geometry[chunk.file][chunk.tensor] else {
+                return Ok(());
+            };
             let src = &sources[planned.recipe.source_index];
             let written = run_chunk(input, src, planned, rows, chunk, &outputs[chunk.file])?;
             bar.inc(written);
