@@ -416,6 +416,7 @@ mod tests {
         let md = llama_metadata(
             &cfg(r#"{"architectures":["MistralForCausalLM"]}"#),
             "m",
+            0,
             FILE_TYPE_F16,
         );
         assert_eq!(get(&md, "general.architecture"), &s("llama"));
