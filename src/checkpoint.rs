@@ -80,12 +80,14 @@ impl Checkpoint {
             return Ok(Checkpoint::Safetensors(SafetensorsModel::open(path)?));
         }
         let mut magic = [0u8; 4];
-        let mut file = std::fs::File::open(path)
-            .map_err(|e| formats::FormatError::io(path, "open", e))?;
+        let mut file =
+            std::fs::File::open(path).map_err(|e| formats::FormatError::io(path, "open", e))?;
         let n = file
             .read(&mut magic)
             .map_err(|e| formats::FormatError::io(path, "read", e))?;
-        let named_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        let named_gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
         if named_gguf || (n == 4 && &magic == b"GGUF") {
             Ok(Checkpoint::Gguf(GgufModel::open(path)?))
         } else {

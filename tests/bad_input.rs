@@ -77,25 +77,40 @@ fn invalid_utf8_and_invalid_json_headers() {
 fn offsets_out_of_range_or_overlapping() {
     let dir = tempfile::tempdir().unwrap();
     let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#;
-    convert_fails(&single_file(dir.path(), &safetensors_bytes(h, &[0; 8])), &["w.safetensors"]);
+    convert_fails(
+        &single_file(dir.path(), &safetensors_bytes(h, &[0; 8])),
+        &["w.safetensors"],
+    );
     let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
-    convert_fails(&single_file(dir.path(), &safetensors_bytes(h, &[0; 12])), &["w.safetensors"]);
+    convert_fails(
+        &single_file(dir.path(), &safetensors_bytes(h, &[0; 12])),
+        &["w.safetensors"],
+    );
 }
 
 #[test]
 fn size_shape_mismatch_and_unknown_dtype_name_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let h = r#"{"weird":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
-    convert_fails(&single_file(dir.path(), &safetensors_bytes(h, &[0; 8])), &["w.safetensors", "weird"]);
+    convert_fails(
+        &single_file(dir.path(), &safetensors_bytes(h, &[0; 8])),
+        &["w.safetensors", "weird"],
+    );
     let h = r#"{"weird":{"dtype":"F4","shape":[2],"data_offsets":[0,8]}}"#;
-    convert_fails(&single_file(dir.path(), &safetensors_bytes(h, &[0; 8])), &["w.safetensors", "weird"]);
+    convert_fails(
+        &single_file(dir.path(), &safetensors_bytes(h, &[0; 8])),
+        &["w.safetensors", "weird"],
+    );
 }
 
 #[test]
 fn duplicate_tensor_names() {
     let dir = tempfile::tempdir().unwrap();
     let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
-    convert_fails(&single_file(dir.path(), &safetensors_bytes(h, &[0; 8])), &["w.safetensors", "`a`"]);
+    convert_fails(
+        &single_file(dir.path(), &safetensors_bytes(h, &[0; 8])),
+        &["w.safetensors", "`a`"],
+    );
 }
 
 #[test]
@@ -127,9 +142,22 @@ fn gguf_bad_magic_version_counts_alignment() {
         gguf_with(b"GGUX", 3, &zero_counts),
         gguf_with(b"GGUF", 99, &zero_counts),
         // 2^40 tensors declared in a tiny file.
-        gguf_with(b"GGUF", 3, &[&(1u64 << 40).to_le_bytes()[..], &0u64.to_le_bytes()[..]].concat()),
+        gguf_with(
+            b"GGUF",
+            3,
+            &[&(1u64 << 40).to_le_bytes()[..], &0u64.to_le_bytes()[..]].concat(),
+        ),
         // one KV whose key length runs past the end.
-        gguf_with(b"GGUF", 3, &[&0u64.to_le_bytes()[..], &1u64.to_le_bytes()[..], &(1u64 << 50).to_le_bytes()[..]].concat()),
+        gguf_with(
+            b"GGUF",
+            3,
+            &[
+                &0u64.to_le_bytes()[..],
+                &1u64.to_le_bytes()[..],
+                &(1u64 << 50).to_le_bytes()[..],
+            ]
+            .concat(),
+        ),
         // general.alignment = 3
         gguf_with(b"GGUF", 3, &{
             let mut b = 0u64.to_le_bytes().to_vec();
@@ -157,12 +185,22 @@ fn unsupported_ggml_type_for_the_operation() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("m.gguf");
     use formats::gguf::{write_file, GgmlType, GgufTensorSpec, MetadataValue};
-    let meta = vec![("general.architecture".to_string(), MetadataValue::String("llama".into()))];
+    let meta = vec![(
+        "general.architecture".to_string(),
+        MetadataValue::String("llama".into()),
+    )];
     let data = vec![0u8; 18 * 8];
     write_file(
         &gguf,
         &meta,
-        &[(GgufTensorSpec { name: "blk.0.attn_q.weight".into(), dims: vec![256, 1], ggml_type: GgmlType::Q4_0 }, &data[..])],
+        &[(
+            GgufTensorSpec {
+                name: "blk.0.attn_q.weight".into(),
+                dims: vec![256, 1],
+                ggml_type: GgmlType::Q4_0,
+            },
+            &data[..],
+        )],
     )
     .unwrap();
     let out = dir.path().join("out");
@@ -176,12 +214,21 @@ fn missing_or_inconsistent_config_and_unknown_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
-    std::fs::copy(fixture("llama-tied/model.safetensors"), model.join("model.safetensors")).unwrap();
-    std::fs::copy(fixture("llama-tied/tokenizer.json"), model.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        fixture("llama-tied/model.safetensors"),
+        model.join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture("llama-tied/tokenizer.json"),
+        model.join("tokenizer.json"),
+    )
+    .unwrap();
     convert_fails(&model, &["config.json"]);
 
     let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("llama-tied/config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("llama-tied/config.json")).unwrap())
+            .unwrap();
     let mut bad = cfg.clone();
     bad["num_attention_heads"] = 3.into();
     bad["num_key_value_heads"] = 2.into();
@@ -192,7 +239,10 @@ fn missing_or_inconsistent_config_and_unknown_architecture() {
     other["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
     std::fs::write(model.join("config.json"), other.to_string()).unwrap();
     let err = convert_fails(&model, &["config.json", "GPT2LMHeadModel"]);
-    assert!(err.contains("LlamaForCausalLM"), "should list what is supported: {err}");
+    assert!(
+        err.contains("LlamaForCausalLM"),
+        "should list what is supported: {err}"
+    );
 
     let mut wrong_shape = cfg;
     wrong_shape["intermediate_size"] = 512.into();
@@ -206,9 +256,29 @@ fn output_folder_not_writable() {
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"x").unwrap();
     let out = blocker.join("sub").join("m.gguf");
-    fails(&["-q", "convert", s(&fixture("llama-tied")), s(&out), "--format", "gguf"], 1);
+    fails(
+        &[
+            "-q",
+            "convert",
+            s(&fixture("llama-tied")),
+            s(&out),
+            "--format",
+            "gguf",
+        ],
+        1,
+    );
     let out = blocker.join("hf");
-    fails(&["-q", "convert", s(&fixture("llama-tied")), s(&out), "--format", "hf"], 1);
+    fails(
+        &[
+            "-q",
+            "convert",
+            s(&fixture("llama-tied")),
+            s(&out),
+            "--format",
+            "hf",
+        ],
+        1,
+    );
 }
 
 #[test]
@@ -216,10 +286,28 @@ fn existing_output_needs_force_and_survives_failure() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.gguf");
     std::fs::write(&out, b"keep me").unwrap();
-    let err = fails(&["-q", "convert", s(&fixture("llama-tied")), s(&out), "--format", "gguf"], 2);
+    let err = fails(
+        &[
+            "-q",
+            "convert",
+            s(&fixture("llama-tied")),
+            s(&out),
+            "--format",
+            "gguf",
+        ],
+        2,
+    );
     assert!(err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    ok(&["-q", "convert", s(&fixture("llama-tied")), s(&out), "--format", "gguf", "--force"]);
+    ok(&[
+        "-q",
+        "convert",
+        s(&fixture("llama-tied")),
+        s(&out),
+        "--format",
+        "gguf",
+        "--force",
+    ]);
     assert_eq!(&std::fs::read(&out).unwrap()[..4], b"GGUF");
 }
 
@@ -249,5 +337,16 @@ fn disk_full_mid_write_leaves_nothing() {
 #[test]
 fn usage_errors_exit_2() {
     fails(&["convert", "a", "b", "--format", "onnx"], 2);
-    fails(&["convert", s(&fixture("llama-tied")), "/tmp/x", "--format", "hf", "--split-max-tensors", "3"], 2);
+    fails(
+        &[
+            "convert",
+            s(&fixture("llama-tied")),
+            "/tmp/x",
+            "--format",
+            "hf",
+            "--split-max-tensors",
+            "3",
+        ],
+        2,
+    );
 }

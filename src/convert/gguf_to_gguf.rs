@@ -60,7 +60,10 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
 
     let layouts = gguf::plan_split(&metadata, specs, &opts.split)?;
     let (dir, file_name) = split_output_path(output);
-    let prefix = file_name.strip_suffix(".gguf").unwrap_or(&file_name).to_string();
+    let prefix = file_name
+        .strip_suffix(".gguf")
+        .unwrap_or(&file_name)
+        .to_string();
     let count = layouts.len();
     let files = layouts
         .into_iter()

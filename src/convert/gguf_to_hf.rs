@@ -57,7 +57,11 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
     let mut made = Vec::new();
     for expected in cfg.expected_tensors() {
         let Some(&index) = by_hf_name.get(&expected.name) else {
-            return Err(Error::tensor(&path, &expected.name, "missing (the metadata implies it)"));
+            return Err(Error::tensor(
+                &path,
+                &expected.name,
+                "missing (the metadata implies it)",
+            ));
         };
         let src = &sources[index];
         if src.shape != expected.shape {
@@ -70,7 +74,11 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
                 ),
             ));
         }
-        let from = dense_dtype(input, src, "converted to safetensors (dequantization is not supported yet)")?;
+        let from = dense_dtype(
+            input,
+            src,
+            "converted to safetensors (dequantization is not supported yet)",
+        )?;
         let mut ops = Vec::new();
         if let Some(n_head) = model::qk_permutation_heads(&cfg, expected.role) {
             ops.push(Op::PermuteQk {
@@ -88,7 +96,11 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             .find(|k| !expected.contains(k.as_str()))
             .cloned()
             .unwrap_or_default();
-        return Err(Error::tensor(&path, extra, "not part of the model the metadata describes"));
+        return Err(Error::tensor(
+            &path,
+            extra,
+            "not part of the model the metadata describes",
+        ));
     }
 
     let specs = made

@@ -2,8 +2,8 @@
 //! tensor names, q/k rows permuted for llama.cpp's rotary layout, 1-D tensors in F32, the
 //! `general.*`/`<arch>.*` metadata and the tokenizer as `tokenizer.ggml.*`.
 
-use super::{cast_op, dense_dtype, folder_name, from_source, split_output_path, weight_dtype};
 use super::ConvertOptions;
+use super::{cast_op, dense_dtype, folder_name, from_source, split_output_path, weight_dtype};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::export::gguf_meta;
@@ -40,8 +40,12 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         .map(|t| t.numel())
         .sum::<u64>()
         + rope_freqs.as_ref().map_or(0, |f| f.len() as u64);
-    let mut metadata =
-        gguf_meta::llama_metadata(&cfg, &gguf_model_name(input, &cfg, opts), parameters, file_type);
+    let mut metadata = gguf_meta::llama_metadata(
+        &cfg,
+        &gguf_model_name(input, &cfg, opts),
+        parameters,
+        file_type,
+    );
     if cfg.architecture.permutes_qk() {
         // conversion/llama.py `LlamaModel.set_vocab`: tokenizer_config.json's add_prefix_space,
         // when set, is written before the vocabulary.
@@ -111,7 +115,10 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
 
     let layouts = gguf::plan_split(&metadata, specs, &opts.split)?;
     let (dir, file_name) = split_output_path(output);
-    let prefix = file_name.strip_suffix(".gguf").unwrap_or(&file_name).to_string();
+    let prefix = file_name
+        .strip_suffix(".gguf")
+        .unwrap_or(&file_name)
+        .to_string();
     let by_name: HashMap<&str, &(String, usize, Dtype, Vec<Op>)> =
         made.iter().map(|m| (m.0.as_str(), m)).collect();
     let count = layouts.len();

@@ -35,7 +35,11 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             Some(to) if dtype.is_float() => to,
             _ => dtype,
         };
-        made.push((index, to, cast_op(dtype, to).into_iter().collect::<Vec<Op>>()));
+        made.push((
+            index,
+            to,
+            cast_op(dtype, to).into_iter().collect::<Vec<Op>>(),
+        ));
     }
     let specs = made
         .iter()

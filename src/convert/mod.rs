@@ -99,8 +99,7 @@ fn cast_op(from: Dtype, to: Dtype) -> Option<Op> {
 
 /// A source tensor's dense dtype, or an error naming it when it is block-quantized.
 fn dense_dtype(input: &Checkpoint, t: &SourceTensor, what: &str) -> Result<Dtype> {
-    t.ty
-        .dense()
+    t.ty.dense()
         .ok_or_else(|| crate::checkpoint::unsupported_type(input, t, what))
 }
 

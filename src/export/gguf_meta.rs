@@ -137,7 +137,11 @@ pub fn size_label(parameters: u64) -> String {
     };
     // Python: len(str(round(scaled)).lstrip('0')), with round() rounding half to even.
     let whole = scaled.round_ties_even() as u64;
-    let digits = if whole == 0 { 0 } else { whole.to_string().len() };
+    let digits = if whole == 0 {
+        0
+    } else {
+        whole.to_string().len()
+    };
     let fix = 2usize.saturating_sub(digits);
     format!("{scaled:.fix$}{suffix}")
 }
@@ -169,7 +173,9 @@ fn id_to_title(id: &str) -> String {
             let is_version = w.starts_with(|c: char| c.is_ascii_digit())
                 || (w.starts_with('v')
                     && w.len() > 1
-                    && w[1..].split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())));
+                    && w[1..]
+                        .split('.')
+                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())));
             if is_lower && !is_version {
                 python_title(w)
             } else {
@@ -394,7 +400,9 @@ mod tests {
         assert_eq!(model_name_from_id(&c, "my-model-v1.5"), "My Model v1.5");
         assert_eq!(model_name_from_id(&c, "Llama-3.2-1B"), "Llama 3.2 1B");
         assert_eq!(python_title("abc2def"), "Abc2Def");
-        let hub = cfg(r#"{"architectures":["LlamaForCausalLM"],"_name_or_path":"meta-llama/Llama-2-7b-hf"}"#);
+        let hub = cfg(
+            r#"{"architectures":["LlamaForCausalLM"],"_name_or_path":"meta-llama/Llama-2-7b-hf"}"#,
+        );
         assert_eq!(model_name_from_id(&hub, "whatever"), "Llama 2 7b Hf");
         let local = cfg(r#"{"architectures":["LlamaForCausalLM"],"_name_or_path":"/home/x/ckpt"}"#);
         assert_eq!(model_name_from_id(&local, "folder"), "Folder");

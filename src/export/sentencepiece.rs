@@ -96,7 +96,10 @@ impl<'a> Reader<'a> {
                 self.take(n).map(drop)
             }
             I32 => self.take(4).map(drop),
-            w => Err(format!("unsupported wire type {w} before byte {}", self.pos)),
+            w => Err(format!(
+                "unsupported wire type {w} before byte {}",
+                self.pos
+            )),
         }
     }
 }
@@ -165,8 +168,10 @@ pub fn parse_model(buf: &[u8]) -> std::result::Result<Vec<Piece>, String> {
 
 /// Reads and parses `path` (a `tokenizer.model`).
 pub fn read_model(path: &Path) -> Result<Vec<Piece>> {
-    let buf = std::fs::read(path).map_err(|e| Error::tokenizer(path, format!("cannot read: {e}")))?;
-    parse_model(&buf).map_err(|e| Error::tokenizer(path, format!("malformed SentencePiece model: {e}")))
+    let buf =
+        std::fs::read(path).map_err(|e| Error::tokenizer(path, format!("cannot read: {e}")))?;
+    parse_model(&buf)
+        .map_err(|e| Error::tokenizer(path, format!("malformed SentencePiece model: {e}")))
 }
 
 /// Serializes `(piece, score, type)` triples as a `ModelProto` (for tests elsewhere).
@@ -309,7 +314,10 @@ mod tests {
         let path = dir.path().join("tokenizer.model");
         std::fs::write(&path, b"\x0a\x05").unwrap();
         let e = read_model(&path).unwrap_err().to_string();
-        assert!(e.contains("tokenizer.model") && e.contains("malformed SentencePiece model"), "{e}");
+        assert!(
+            e.contains("tokenizer.model") && e.contains("malformed SentencePiece model"),
+            "{e}"
+        );
     }
 
     proptest::proptest! {

@@ -651,7 +651,10 @@ fn sentencepiece_vocab(dir: &Path, vocab_size: u64) -> Result<GgufVocab> {
                 let bad = |what: &str| {
                     Error::tokenizer(&cfg_path, format!("added_tokens_decoder[{key:?}]: {what}"))
                 };
-                let id: u64 = key.trim().parse().map_err(|_| bad("key is not an integer"))?;
+                let id: u64 = key
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("key is not an integer"))?;
                 let content = data
                     .get("content")
                     .and_then(Value::as_str)
@@ -1020,8 +1023,16 @@ mod tests {
         ]);
         std::fs::write(d.path().join("tokenizer.model"), m).unwrap();
         // A tokenizer.json that would fail on its own: the sentencepiece path never reads its vocab.
-        write(d.path(), "tokenizer.json", &serde_json::json!({"model": {"type": "Unigram"}}));
-        write(d.path(), "added_tokens.json", &serde_json::json!({"<add>": 5, "<far>": 99}));
+        write(
+            d.path(),
+            "tokenizer.json",
+            &serde_json::json!({"model": {"type": "Unigram"}}),
+        );
+        write(
+            d.path(),
+            "added_tokens.json",
+            &serde_json::json!({"<add>": 5, "<far>": 99}),
+        );
         write(
             d.path(),
             "tokenizer_config.json",
@@ -1060,9 +1071,14 @@ mod tests {
         ];
         assert_eq!(types, want.map(MetadataValue::I32).to_vec());
         let scores = md_array(&v, "tokenizer.ggml.scores");
-        let want = [0.0, -1000.0, 0.0, -1.0, -2.0, -1000.0, -1000.0, -1000.0, -10000.0];
+        let want = [
+            0.0, -1000.0, 0.0, -1.0, -2.0, -1000.0, -1000.0, -1000.0, -10000.0,
+        ];
         assert_eq!(scores, want.map(MetadataValue::F32).to_vec());
-        assert_eq!(md_get(&v, "tokenizer.ggml.model"), &MetadataValue::String("llama".into()));
+        assert_eq!(
+            md_get(&v, "tokenizer.ggml.model"),
+            &MetadataValue::String("llama".into())
+        );
     }
 
     #[test]
@@ -1080,14 +1096,21 @@ mod tests {
     fn sentencepiece_bad_added_tokens_decoder_key_is_an_error() {
         use crate::export::sentencepiece::*;
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("tokenizer.model"), encode_model(&[("a", 0.0, SP_NORMAL)])).unwrap();
+        std::fs::write(
+            d.path().join("tokenizer.model"),
+            encode_model(&[("a", 0.0, SP_NORMAL)]),
+        )
+        .unwrap();
         write(
             d.path(),
             "tokenizer_config.json",
             &serde_json::json!({"added_tokens_decoder": {"x": {"content": "<x>"}}}),
         );
         let e = vocab_from_hf(d.path(), 4).unwrap_err();
-        assert!(matches!(&e, Error::Tokenizer { reason, .. } if reason.contains("not an integer")), "{e}");
+        assert!(
+            matches!(&e, Error::Tokenizer { reason, .. } if reason.contains("not an integer")),
+            "{e}"
+        );
     }
 
     #[test]

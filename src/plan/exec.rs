@@ -76,7 +76,9 @@ fn rows_of(input: &Path, planned: &PlannedTensor, src: &SourceTensor) -> Result<
     for op in &planned.recipe.ops {
         if let Op::PermuteQk { n_head, .. } = op {
             if *n_head == 0 || count % (2 * n_head) != 0 {
-                return Err(fail("rows do not divide into 2 x heads for the q/k permutation"));
+                return Err(fail(
+                    "rows do not divide into 2 x heads for the q/k permutation",
+                ));
             }
             group = count / n_head;
         }
@@ -101,7 +103,10 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
                     plan.target.display()
                 )));
             }
-            Some(StagedDir::create(&staging_target(&plan.target, opts.force))?)
+            Some(StagedDir::create(&staging_target(
+                &plan.target,
+                opts.force,
+            ))?)
         }
         OutputLayout::Files => {
             std::fs::create_dir_all(&plan.target)
@@ -140,7 +145,12 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
         for (ti, planned) in file.tensors.iter().enumerate() {
             if let Some(bytes) = &planned.inline {
                 outputs[fi].write_at(planned.offset, bytes)?;
-                per_file.push(Rows { count: 0, src_bytes: 0, dst_bytes: 0, group: 1 });
+                per_file.push(Rows {
+                    count: 0,
+                    src_bytes: 0,
+                    dst_bytes: 0,
+                    group: 1,
+                });
                 continue;
             }
             let src = &sources[planned.recipe.source_index];

@@ -38,7 +38,11 @@ pub struct Plan {
 impl Plan {
     pub fn output_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum::<u64>()
-            + self.side_files.iter().map(|f| f.bytes.len() as u64).sum::<u64>()
+            + self
+                .side_files
+                .iter()
+                .map(|f| f.bytes.len() as u64)
+                .sum::<u64>()
     }
 
     pub fn tensor_count(&self) -> usize {
