@@ -189,7 +189,7 @@ fn unsupported_ggml_type_for_the_operation() {
         "general.architecture".to_string(),
         MetadataValue::String("llama".into()),
     )];
-    let data = vec![0u8; 18 * 8];
+    let data = [0u8; 18 * 8];
     write_file(
         &gguf,
         &meta,

@@ -66,6 +66,7 @@ pub fn plan_convert(input: &Checkpoint, output: &Path, opts: &ConvertOptions) ->
 }
 
 /// A planned tensor made from `src` by `ops`, with its offset and size from a format layout.
+#[allow(clippy::too_many_arguments)] // one field per column of the source tensor record
 fn from_source(
     name: &str,
     dtype: String,

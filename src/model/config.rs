@@ -441,7 +441,7 @@ impl ModelConfig {
         }
         if head_dim
             .checked_mul(num_attention_heads)
-            .map_or(true, |v| v > U32_MAX)
+            .is_none_or(|v| v > U32_MAX)
         {
             return Err(f.err(format!(
                 "field `head_dim` = {head_dim} times `num_attention_heads` = {num_attention_heads} does not fit in u32"

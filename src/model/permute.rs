@@ -35,7 +35,7 @@ pub fn permute_qk_rows(
     let group = n_head
         .checked_mul(2)
         .ok_or_else(|| format!("n_head {n_head} overflows"))?;
-    if rows % group != 0 {
+    if !rows.is_multiple_of(group) {
         return Err(format!(
             "rows {rows} is not divisible by 2 * n_head = {group}"
         ));

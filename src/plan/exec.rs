@@ -65,17 +65,17 @@ fn rows_of(input: &Path, planned: &PlannedTensor, src: &SourceTensor) -> Result<
     let fail = |why: &str| Error::tensor(input, &src.name, why.to_string());
     let row_elements = planned.recipe.row_elements.max(1);
     let numel = src.numel();
-    if numel % row_elements != 0 {
+    if !numel.is_multiple_of(row_elements) {
         return Err(fail("element count is not a whole number of rows"));
     }
     let count = (numel / row_elements).max(1);
-    if src.len % count != 0 || planned.len % count != 0 {
+    if !src.len.is_multiple_of(count) || !planned.len.is_multiple_of(count) {
         return Err(fail("byte size is not a whole number of rows"));
     }
     let mut group = 1;
     for op in &planned.recipe.ops {
         if let Op::PermuteQk { n_head, .. } = op {
-            if *n_head == 0 || count % (2 * n_head) != 0 {
+            if *n_head == 0 || !count.is_multiple_of(2 * n_head) {
                 return Err(fail(
                     "rows do not divide into 2 x heads for the q/k permutation",
                 ));
