@@ -1,8 +1,9 @@
 //! Hugging Face `tokenizer.json` (+ `tokenizer_config.json`, `config.json`) → GGUF
 //! `tokenizer.ggml.*` metadata, written the way llama.cpp's `convert_hf_to_gguf.py` writes it.
 //!
-//! Which path the converter takes (LC `convert_hf_to_gguf.py` `LlamaModel.set_vocab`): it tries
-//! `_set_vocab_sentencepiece` (needs `tokenizer.model`, which we never read), then
+//! Which path the converter takes (LC `conversion/llama.py` `LlamaModel.set_vocab`, likewise
+//! `conversion/qwen.py` `Qwen2Model.set_vocab`): it tries `_set_vocab_sentencepiece` (needs
+//! `tokenizer.model`; read by [`crate::export::sentencepiece`]), then
 //! `_set_vocab_llama_hf` (`gguf-py/gguf/vocab.py` `LlamaHfVocab.__init__`: a BPE model with
 //! `byte_fallback: true` and a `Sequence` decoder, else `FileNotFoundError`/`TypeError`), then
 //! `_set_vocab_gpt2` (`get_vocab_base` + `SpecialVocab(load_merges=True)`).
@@ -561,11 +562,14 @@ fn read_text(path: &Path) -> Result<Option<String>> {
 /// and `dir/config.json` (optional) and builds the GGUF tokenizer metadata for a model whose
 /// embedding has `vocab_size` rows.
 pub fn vocab_from_hf(dir: &Path, vocab_size: u64) -> Result<GgufVocab> {
+    if dir.join("tokenizer.model").is_file() {
+        return sentencepiece_vocab(dir, vocab_size);
+    }
     let tok_path = dir.join("tokenizer.json");
     if !tok_path.is_file() {
         return Err(Error::tokenizer(
             &tok_path,
-            "file not found (a Hugging Face fast tokenizer is required; tokenizer.model alone is not supported)",
+            "file not found (need a Hugging Face tokenizer.json or a SentencePiece tokenizer.model)",
         ));
     }
     let tok = read_json(&tok_path)?;
@@ -598,6 +602,105 @@ pub fn vocab_from_hf(dir: &Path, vocab_size: u64) -> Result<GgufVocab> {
     } else {
         gpt2_vocab(dir, &tok, model, vocab_size)
     }
+}
+
+/// `_set_vocab_sentencepiece` = `_create_vocab_sentencepiece` (LC `conversion/base.py`) +
+/// `SpecialVocab(dir, n_vocab=len(tokens))`. `vocab_size` is config.json's (`find_hparam`), so
+/// ids the model lacks stay `[PAD{id}]` (score -10000, UNUSED) and pieces beyond it are dropped.
+fn sentencepiece_vocab(dir: &Path, vocab_size: u64) -> Result<GgufVocab> {
+    use crate::export::sentencepiece::{read_model, SP_BYTE, SP_CONTROL, SP_UNKNOWN, SP_UNUSED};
+    let n = usize::try_from(vocab_size)
+        .map_err(|_| Error::tokenizer(dir.join("config.json"), "vocab_size too large"))?;
+    let pieces = read_model(&dir.join("tokenizer.model"))?;
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000.0f32; n];
+    let mut types = vec![TOKEN_UNUSED; n];
+    for (id, p) in pieces.into_iter().enumerate().take(n) {
+        // The converter's if/elif chain over IsUnknown/IsControl/IsUnused/IsByte; anything else
+        // (NORMAL, and sentencepiece's USER_DEFINED) is NORMAL.
+        types[id] = match p.kind {
+            SP_UNKNOWN => TOKEN_UNKNOWN,
+            SP_CONTROL => TOKEN_CONTROL,
+            SP_UNUSED => TOKEN_UNUSED,
+            SP_BYTE => TOKEN_BYTE,
+            _ => TOKEN_NORMAL,
+        };
+        tokens[id] = p.piece;
+        scores[id] = p.score;
+    }
+    let added_path = dir.join("added_tokens.json");
+    if let Some(added) = read_optional_json(&added_path)? {
+        let obj = added
+            .as_object()
+            .ok_or_else(|| Error::tokenizer(&added_path, "not a JSON object"))?;
+        for (text, id) in obj {
+            let id = id.as_u64().ok_or_else(|| {
+                Error::tokenizer(&added_path, format!("id of {text:?} is not an integer"))
+            })?;
+            if let Some(i) = usize::try_from(id).ok().filter(|&i| i < n) {
+                tokens[i] = text.clone();
+                scores[i] = -1000.0;
+                types[i] = TOKEN_USER_DEFINED;
+            }
+        }
+    }
+    let cfg_path = dir.join("tokenizer_config.json");
+    if let Some(cfg) = read_optional_json(&cfg_path)? {
+        if let Some(decoder) = cfg.get("added_tokens_decoder").and_then(Value::as_object) {
+            for (key, data) in decoder {
+                let bad = |what: &str| {
+                    Error::tokenizer(&cfg_path, format!("added_tokens_decoder[{key:?}]: {what}"))
+                };
+                let id: u64 = key
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("key is not an integer"))?;
+                let content = data
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("no string `content`"))?;
+                let Some(i) = usize::try_from(id).ok().filter(|&i| i < n) else {
+                    continue;
+                };
+                let special = data.get("special").and_then(Value::as_bool) == Some(true);
+                if special || does_token_look_special(content) {
+                    types[i] = TOKEN_CONTROL;
+                    tokens[i] = content.to_owned();
+                } else {
+                    types[i] = TOKEN_USER_DEFINED; // pre-normalize user-defined spaces
+                    tokens[i] = content.replace('\u{2581}', " ");
+                }
+                scores[i] = -1000.0;
+            }
+        }
+    }
+    let n_vocab = tokens.len() as u64;
+    let mut md = vec![
+        (
+            "tokenizer.ggml.model".into(),
+            MetadataValue::String("llama".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".into(),
+            MetadataValue::String("default".into()),
+        ),
+        ("tokenizer.ggml.tokens".into(), strings(tokens)),
+        (
+            "tokenizer.ggml.scores".into(),
+            MetadataValue::Array(
+                ValueType::F32,
+                scores.into_iter().map(MetadataValue::F32).collect(),
+            ),
+        ),
+        ("tokenizer.ggml.token_type".into(), i32s(types)),
+    ];
+    // `SpecialVocab` reads tokenizer.json only when it exists.
+    let tok = read_optional_json(&dir.join("tokenizer.json"))?.unwrap_or(Value::Null);
+    SpecialVocab::load(dir, &tok, false, Some(n_vocab))?.add_to(&mut md);
+    Ok(GgufVocab {
+        kind: VocabKind::Llama,
+        metadata: md,
+    })
 }
 
 /// `_set_vocab_gpt2` = `get_vocab_base` + `SpecialVocab(dir, load_merges=True)`.
@@ -891,6 +994,123 @@ mod tests {
         write(d.path(), "tokenizer.json", &j);
         let e = vocab_from_hf(d.path(), 16).unwrap_err();
         assert!(matches!(&e, Error::Tokenizer { reason, .. } if reason.contains("without gaps")));
+    }
+
+    fn md_get<'a>(v: &'a GgufVocab, k: &str) -> &'a MetadataValue {
+        &v.metadata.iter().find(|(key, _)| key == k).unwrap().1
+    }
+
+    fn md_array(v: &GgufVocab, k: &str) -> Vec<MetadataValue> {
+        match md_get(v, k) {
+            MetadataValue::Array(_, a) => a.clone(),
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sentencepiece_model_takes_precedence_with_scores_types_and_added_tokens() {
+        use crate::export::sentencepiece::*;
+        let d = tempfile::tempdir().unwrap();
+        let m = encode_model(&[
+            ("<unk>", 0.0, SP_UNKNOWN),
+            ("<s>", 0.0, SP_CONTROL),
+            ("<0x0A>", 0.0, SP_BYTE),
+            ("▁a", -1.0, SP_NORMAL),
+            ("u", -2.0, SP_USER_DEFINED),
+            ("x", -3.0, SP_UNUSED),
+            ("<extra>", -4.0, SP_NORMAL),
+            ("▁b", -5.0, SP_NORMAL),
+        ]);
+        std::fs::write(d.path().join("tokenizer.model"), m).unwrap();
+        // A tokenizer.json that would fail on its own: the sentencepiece path never reads its vocab.
+        write(
+            d.path(),
+            "tokenizer.json",
+            &serde_json::json!({"model": {"type": "Unigram"}}),
+        );
+        write(
+            d.path(),
+            "added_tokens.json",
+            &serde_json::json!({"<add>": 5, "<far>": 99}),
+        );
+        write(
+            d.path(),
+            "tokenizer_config.json",
+            &serde_json::json!({
+                "bos_token": "<s>",
+                "added_tokens_decoder": {
+                    "6": {"content": "▁user", "special": false},
+                    "1": {"content": "<s>", "special": true},
+                    "7": {"content": "<|im|>", "special": false},
+                    "50": {"content": "<far>", "special": true}
+                }
+            }),
+        );
+        // vocab_size 9: id 8 is padding; ids >= 9 (added "<far>" 99 / 50) are ignored.
+        let v = vocab_from_hf(d.path(), 9).unwrap();
+        assert_eq!(v.kind, VocabKind::Llama);
+        let toks: Vec<String> = md_array(&v, "tokenizer.ggml.tokens")
+            .into_iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            toks,
+            ["<unk>", "<s>", "<0x0A>", "▁a", "u", "<add>", " user", "<|im|>", "[PAD8]"]
+        );
+        let types: Vec<MetadataValue> = md_array(&v, "tokenizer.ggml.token_type");
+        let want = [
+            TOKEN_UNKNOWN,
+            TOKEN_CONTROL,
+            TOKEN_BYTE,
+            TOKEN_NORMAL,
+            TOKEN_NORMAL,
+            TOKEN_USER_DEFINED,
+            TOKEN_USER_DEFINED,
+            TOKEN_CONTROL,
+            TOKEN_UNUSED,
+        ];
+        assert_eq!(types, want.map(MetadataValue::I32).to_vec());
+        let scores = md_array(&v, "tokenizer.ggml.scores");
+        let want = [
+            0.0, -1000.0, 0.0, -1.0, -2.0, -1000.0, -1000.0, -1000.0, -10000.0,
+        ];
+        assert_eq!(scores, want.map(MetadataValue::F32).to_vec());
+        assert_eq!(
+            md_get(&v, "tokenizer.ggml.model"),
+            &MetadataValue::String("llama".into())
+        );
+    }
+
+    #[test]
+    fn malformed_sentencepiece_model_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("tokenizer.model"), b"\x0a\xff").unwrap();
+        let e = vocab_from_hf(d.path(), 8).unwrap_err();
+        assert!(
+            matches!(&e, Error::Tokenizer { path, reason } if path.ends_with("tokenizer.model") && reason.contains("malformed")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sentencepiece_bad_added_tokens_decoder_key_is_an_error() {
+        use crate::export::sentencepiece::*;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("tokenizer.model"),
+            encode_model(&[("a", 0.0, SP_NORMAL)]),
+        )
+        .unwrap();
+        write(
+            d.path(),
+            "tokenizer_config.json",
+            &serde_json::json!({"added_tokens_decoder": {"x": {"content": "<x>"}}}),
+        );
+        let e = vocab_from_hf(d.path(), 4).unwrap_err();
+        assert!(
+            matches!(&e, Error::Tokenizer { reason, .. } if reason.contains("not an integer")),
+            "{e}"
+        );
     }
 
     #[test]

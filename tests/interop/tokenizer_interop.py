@@ -133,13 +133,114 @@ def llama_hf_tokens(d):
     return out
 
 
+def sentencepiece_pieces(path):
+    """(piece, score, type) of a SentencePiece ModelProto: sentencepiece.SentencePieceProcessor when
+    installed, else a small pure-Python protobuf decoder (the test venv has no sentencepiece; this
+    is an independent second implementation of what src/export/sentencepiece.rs reads)."""
+    try:
+        import sentencepiece
+        sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        out = []
+        for i in range(sp.vocab_size()):
+            ty = (2 if sp.IsUnknown(i) else 3 if sp.IsControl(i) else 5 if sp.IsUnused(i)
+                  else 6 if sp.IsByte(i) else 1)
+            out.append((sp.IdToPiece(i), sp.GetScore(i), ty))
+        return out
+    except ImportError:
+        pass
+    import struct
+    buf = Path(path).read_bytes()
+
+    def varint(b, i):
+        v = shift = 0
+        while True:
+            v |= (b[i] & 0x7F) << shift
+            shift += 7
+            i += 1
+            if not b[i - 1] & 0x80:
+                return v, i
+
+    def fields(b):
+        i = 0
+        while i < len(b):
+            tag, i = varint(b, i)
+            wire = tag & 7
+            if wire == 0:
+                v, i = varint(b, i)
+            elif wire == 1:
+                v, i = b[i:i + 8], i + 8
+            elif wire == 2:
+                n, i = varint(b, i)
+                v, i = b[i:i + n], i + n
+            elif wire == 5:
+                v, i = b[i:i + 4], i + 4
+            else:
+                raise ValueError(f"wire type {wire}")
+            yield tag >> 3, v
+
+    out = []
+    for f, body in fields(buf):
+        if f != 1:
+            continue
+        piece, score, ty = "", 0.0, 1
+        for g, v in fields(body):
+            if g == 1:
+                piece = v.decode("utf-8")
+            elif g == 2:
+                score = struct.unpack("<f", v)[0]
+            elif g == 3:
+                ty = v
+        # IsUnknown/IsControl/IsUnused/IsByte; USER_DEFINED (4) and the rest count as NORMAL
+        out.append((piece, score, ty if ty in (2, 3, 5, 6) else 1))
+    return out
+
+
+def sentencepiece_tokens(d, vocab_size):
+    # conversion/base.py TextModel._create_vocab_sentencepiece
+    T = gguf.TokenType
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    scores = [-10000.0] * vocab_size
+    toktypes = [T.UNUSED] * vocab_size
+    for i, (piece, score, ty) in enumerate(sentencepiece_pieces(d / "tokenizer.model")[:vocab_size]):
+        tokens[i], scores[i], toktypes[i] = piece, score, T(ty)
+    f = d / "added_tokens.json"
+    if f.is_file():
+        for key, i in json.loads(f.read_text(encoding="utf-8")).items():
+            if i < vocab_size:
+                tokens[i], scores[i], toktypes[i] = key, -1000.0, T.USER_DEFINED
+    f = d / "tokenizer_config.json"
+    if f.is_file():
+        for i, data in json.loads(f.read_text(encoding="utf-8")).get("added_tokens_decoder", {}).items():
+            i = int(i)
+            t = data["content"]
+            if i >= vocab_size:
+                continue
+            if data.get("special") or does_token_look_special(t):
+                toktypes[i] = T.CONTROL
+            else:
+                t = t.replace("\u2581", " ")
+                toktypes[i] = T.USER_DEFINED
+            scores[i] = -1000.0
+            tokens[i] = t
+    return list(zip(tokens, scores, toktypes))
+
+
 def expect(d, vocab_size, out):
     d = Path(d)
     vocab_size = int(vocab_size)
     j = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
     w = gguf.GGUFWriter(path=None, arch="llama")
     m = j["model"]
-    if m["type"] == "BPE" and m.get("byte_fallback") and j["decoder"]["type"] == "Sequence":
+    if (d / "tokenizer.model").is_file():
+        # convert_hf_to_gguf.py _set_vocab_sentencepiece (tried first by LlamaModel.set_vocab)
+        toks = sentencepiece_tokens(d, vocab_size)
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list([t for t, _, _ in toks])
+        w.add_token_scores([s for _, s, _ in toks])
+        w.add_token_types([ty for _, _, ty in toks])
+        gguf.SpecialVocab(d, n_vocab=len(toks)).add_to_gguf(w, quiet=True)
+    elif m["type"] == "BPE" and m.get("byte_fallback") and j["decoder"]["type"] == "Sequence":
         # convert_hf_to_gguf.py _set_vocab_llama_hf
         toks = llama_hf_tokens(d)
         n = len(toks)
