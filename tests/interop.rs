@@ -56,14 +56,14 @@ fn split_gguf_members_are_read_by_the_gguf_package() {
         "--format",
         "gguf",
         "--split-max-tensors",
-        "10",
+        "4",
     ]);
     let mut members: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| s(&e.unwrap().path()).to_string())
         .collect();
     members.sort();
-    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.len() >= 3, "{members:?}");
     let reference = root().join("tests/interop/reference/qwen2-bias.f16.json");
     let mut args: Vec<&str> = members.iter().map(String::as_str).collect();
     args.extend([

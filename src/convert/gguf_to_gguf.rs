@@ -1,11 +1,11 @@
 //! GGUF → GGUF: merge or re-split a set (as llama.cpp's gguf-split does) and optionally change
 //! the dtype of dense 2-D tensors. Block-quantized tensors are copied as they are.
 
-use super::{cast_op, from_source, split_output_path, ConvertOptions};
+use super::{cast_op, gguf_files, ConvertOptions, Recipes};
 use crate::checkpoint::{Checkpoint, ElementType};
 use crate::error::{Error, Result};
 use crate::export::gguf_meta;
-use crate::plan::{Op, OutputLayout, Plan, PlannedFile};
+use crate::plan::{Op, OutputLayout, Plan};
 use formats::gguf::{self, GgmlType, GgufTensorSpec, MetadataValue};
 use formats::Dtype;
 use std::collections::HashMap;
@@ -35,7 +35,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         }
     }
 
-    let mut made = HashMap::with_capacity(sources.len());
+    let mut recipes = Recipes::with_capacity(sources.len());
     let mut specs = Vec::with_capacity(sources.len());
     for (index, src) in sources.iter().enumerate() {
         let (ggml_type, ops): (GgmlType, Vec<Op>) = match (src.ty, opts.dtype) {
@@ -56,46 +56,11 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             dims: src.shape.iter().rev().copied().collect(),
             ggml_type,
         });
-        made.insert(src.name.as_str(), (index, ops));
+        recipes.insert(src.name.clone(), (index, ops));
     }
 
     let layouts = gguf::plan_split(&metadata, specs, &opts.split)?;
-    let (dir, file_name) = split_output_path(output);
-    let prefix = file_name
-        .strip_suffix(".gguf")
-        .unwrap_or(&file_name)
-        .to_string();
-    let count = layouts.len();
-    let files = layouts
-        .into_iter()
-        .enumerate()
-        .map(|(i, layout)| PlannedFile {
-            name: if count == 1 {
-                file_name.clone()
-            } else {
-                gguf::split_file_name(&prefix, i, count)
-            },
-            size: layout.total_size,
-            tensors: layout
-                .tensors
-                .iter()
-                .map(|t| {
-                    let (index, ops) = made[t.spec.name.as_str()].clone();
-                    let src = &sources[index];
-                    from_source(
-                        &t.spec.name,
-                        t.spec.ggml_type.name().into(),
-                        t.start,
-                        t.len,
-                        index,
-                        src,
-                        ops,
-                    )
-                })
-                .collect(),
-            header: layout.header,
-        })
-        .collect();
+    let (dir, files) = gguf_files(layouts, output, &recipes, &HashMap::new(), &sources);
     Ok(Plan {
         job: "convert gguf -> gguf".into(),
         target: dir,

@@ -3,11 +3,11 @@
 //! as safetensors shards in one dtype (GGUF keeps norms in F32; they are cast back, which is
 //! exact when they were widened from the same dtype).
 
-use super::{cast_op, dense_dtype, from_source, ConvertOptions};
+use super::{cast_op, dense_dtype, safetensors_files, ConvertOptions, Recipes};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::{self, ModelConfig};
-use crate::plan::{Op, OutputLayout, Plan, PlannedFile, SideFile};
+use crate::plan::{Op, OutputLayout, Plan, SideFile};
 use formats::safetensors::{self, TensorSpec};
 use formats::Dtype;
 use std::collections::{BTreeMap, HashMap};
@@ -54,7 +54,8 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
     }
 
     // Hugging Face order (the model's module order), which also checks completeness.
-    let mut made = Vec::new();
+    let mut specs = Vec::new();
+    let mut recipes = Recipes::new();
     for expected in cfg.expected_tensors() {
         let Some(&index) = by_hf_name.get(&expected.name) else {
             return Err(Error::tensor(
@@ -87,13 +88,17 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             });
         }
         ops.extend(cast_op(from, out_dtype));
-        made.push((expected.name, index, ops));
+        specs.push(TensorSpec {
+            name: expected.name.clone(),
+            dtype: out_dtype,
+            shape: src.shape.clone(),
+        });
+        recipes.insert(expected.name, (index, ops));
     }
-    if made.len() != by_hf_name.len() {
-        let expected: std::collections::HashSet<&str> = made.iter().map(|m| m.0.as_str()).collect();
+    if recipes.len() != by_hf_name.len() {
         let extra = by_hf_name
             .keys()
-            .find(|k| !expected.contains(k.as_str()))
+            .find(|k| !recipes.contains_key(k.as_str()))
             .cloned()
             .unwrap_or_default();
         return Err(Error::tensor(
@@ -103,43 +108,9 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         ));
     }
 
-    let specs = made
-        .iter()
-        .map(|(name, index, _)| TensorSpec {
-            name: name.clone(),
-            dtype: out_dtype,
-            shape: sources[*index].shape.clone(),
-        })
-        .collect();
     let st_meta: BTreeMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let shards = safetensors::plan_shards(specs, opts.max_shard_size, Some(&st_meta))?;
-    let by_name: HashMap<&str, &(String, usize, Vec<Op>)> =
-        made.iter().map(|m| (m.0.as_str(), m)).collect();
-    let files = shards
-        .files
-        .into_iter()
-        .map(|(name, layout)| PlannedFile {
-            name,
-            size: layout.total_size,
-            tensors: layout
-                .tensors
-                .iter()
-                .map(|t| {
-                    let (_, index, ops) = by_name[t.spec.name.as_str()];
-                    from_source(
-                        &t.spec.name,
-                        out_dtype.name().into(),
-                        t.start,
-                        t.len,
-                        *index,
-                        &sources[*index],
-                        ops.clone(),
-                    )
-                })
-                .collect(),
-            header: layout.header,
-        })
-        .collect();
+    let files = safetensors_files(shards.files, &recipes, &sources);
 
     let mut side_files = vec![
         SideFile::json("config.json", &config),

@@ -2,13 +2,13 @@
 //! tensor names, q/k rows permuted for llama.cpp's rotary layout, 1-D tensors in F32, the
 //! `general.*`/`<arch>.*` metadata and the tokenizer as `tokenizer.ggml.*`.
 
-use super::ConvertOptions;
-use super::{cast_op, dense_dtype, folder_name, from_source, split_output_path, weight_dtype};
+use super::{cast_op, dense_dtype, folder_name, gguf_files, weight_dtype};
+use super::{ConvertOptions, Recipes};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::export::gguf_meta;
 use crate::model::{self, ModelConfig};
-use crate::plan::{Op, OutputLayout, Plan, PlannedFile, PlannedTensor, Recipe};
+use crate::plan::{Op, OutputLayout, Plan};
 use formats::gguf::{self, GgmlType, GgufTensorSpec, MetadataValue};
 use formats::Dtype;
 use std::collections::HashMap;
@@ -32,14 +32,13 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         Dtype::BF16 => gguf_meta::FILE_TYPE_BF16,
         _ => gguf_meta::FILE_TYPE_F16,
     };
-    let rope_freqs = model::llama3_rope_freqs(&cfg);
     // gguf-py counts the parameters of every tensor it writes (`get_total_parameter_count`).
     let parameters = sources
         .iter()
         .filter(|t| !model::is_skipped_hf_tensor(&t.name))
         .map(|t| t.numel())
         .sum::<u64>()
-        + rope_freqs.as_ref().map_or(0, |f| f.len() as u64);
+        + model::llama3_rope_freqs(&cfg).map_or(0, |f| f.len() as u64);
     let mut metadata = gguf_meta::llama_metadata(
         &cfg,
         &gguf_model_name(input, &cfg, opts),
@@ -59,8 +58,18 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
     let vocab = crate::export::tokenizer::vocab_from_hf(&root, cfg.vocab_size)?;
     metadata.extend(vocab.metadata);
 
-    // (gguf name, source index, output dtype, ops) in input order.
-    let mut made = Vec::new();
+    let mut specs = Vec::with_capacity(sources.len() + 1);
+    let mut recipes = Recipes::new();
+    let mut inline = HashMap::new();
+    if let Some(freqs) = model::llama3_rope_freqs(&cfg) {
+        specs.push(GgufTensorSpec {
+            name: model::ROPE_FREQS_GGUF_NAME.into(),
+            dims: vec![freqs.len() as u64],
+            ggml_type: GgmlType::F32,
+        });
+        let bytes = freqs.iter().flat_map(|f| f.to_le_bytes()).collect();
+        inline.insert(model::ROPE_FREQS_GGUF_NAME.to_string(), bytes);
+    }
     for (index, src) in sources.iter().enumerate() {
         if model::is_skipped_hf_tensor(&src.name) {
             continue;
@@ -88,86 +97,16 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             }
         }
         ops.extend(cast_op(from, to));
-        made.push((name, index, to, ops));
-    }
-
-    let mut specs: Vec<GgufTensorSpec> = made
-        .iter()
-        .map(|(name, index, to, _)| {
-            let ggml_type = GgmlType::from_dtype(*to).unwrap_or(GgmlType::F32);
-            GgufTensorSpec {
-                name: name.clone(),
-                dims: sources[*index].shape.iter().rev().copied().collect(),
-                ggml_type,
-            }
-        })
-        .collect();
-    if let Some(freqs) = &rope_freqs {
-        specs.insert(
-            0,
-            GgufTensorSpec {
-                name: model::ROPE_FREQS_GGUF_NAME.into(),
-                dims: vec![freqs.len() as u64],
-                ggml_type: GgmlType::F32,
-            },
-        );
+        specs.push(GgufTensorSpec {
+            name: name.clone(),
+            dims: src.shape.iter().rev().copied().collect(),
+            ggml_type: GgmlType::from_dtype(to).unwrap_or(GgmlType::F32),
+        });
+        recipes.insert(name, (index, ops));
     }
 
     let layouts = gguf::plan_split(&metadata, specs, &opts.split)?;
-    let (dir, file_name) = split_output_path(output);
-    let prefix = file_name
-        .strip_suffix(".gguf")
-        .unwrap_or(&file_name)
-        .to_string();
-    let by_name: HashMap<&str, &(String, usize, Dtype, Vec<Op>)> =
-        made.iter().map(|m| (m.0.as_str(), m)).collect();
-    let count = layouts.len();
-    let mut files = Vec::with_capacity(count);
-    for (i, layout) in layouts.into_iter().enumerate() {
-        let mut tensors = Vec::with_capacity(layout.tensors.len());
-        for t in &layout.tensors {
-            let shape: Vec<u64> = t.spec.dims.iter().rev().copied().collect();
-            if t.spec.name == model::ROPE_FREQS_GGUF_NAME {
-                let freqs = rope_freqs.as_deref().unwrap_or_default();
-                tensors.push(PlannedTensor {
-                    name: t.spec.name.clone(),
-                    dtype: GgmlType::F32.name().into(),
-                    shape,
-                    offset: t.start,
-                    len: t.len,
-                    recipe: Recipe {
-                        source: String::new(),
-                        source_index: usize::MAX,
-                        row_elements: freqs.len() as u64,
-                        ops: Vec::new(),
-                    },
-                    inline: Some(freqs.iter().flat_map(|f| f.to_le_bytes()).collect()),
-                });
-                continue;
-            }
-            let (_, index, _, ops) = by_name[t.spec.name.as_str()];
-            tensors.push(from_source(
-                &t.spec.name,
-                t.spec.ggml_type.name().into(),
-                t.start,
-                t.len,
-                *index,
-                &sources[*index],
-                ops.clone(),
-            ));
-        }
-        let name = if count == 1 {
-            file_name.clone()
-        } else {
-            gguf::split_file_name(&prefix, i, count)
-        };
-        files.push(PlannedFile {
-            name,
-            size: layout.total_size,
-            header: layout.header,
-            tensors,
-        });
-    }
+    let (dir, files) = gguf_files(layouts, output, &recipes, &inline, &sources);
     Ok(Plan {
         job: "convert safetensors -> gguf".into(),
         target: dir,

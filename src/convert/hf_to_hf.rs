@@ -3,12 +3,12 @@
 //! weights (config, tokenizer, generation config) are carried over.
 
 use super::gguf_to_hf::torch_dtype_name;
-use super::{cast_op, from_source, ConvertOptions};
+use super::{cast_op, safetensors_files, ConvertOptions, Recipes};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::plan::{Op, OutputLayout, Plan, PlannedFile, SideFile};
+use crate::plan::{OutputLayout, Plan, SideFile};
 use formats::safetensors::{self, TensorSpec};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Files copied from the input folder when present.
@@ -27,59 +27,29 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         return Err(Error::Usage("expected a safetensors input".into()));
     };
     let sources = input.tensors();
-    let mut made = Vec::with_capacity(sources.len());
+    let mut specs = Vec::with_capacity(sources.len());
+    let mut recipes = Recipes::with_capacity(sources.len());
     for (index, src) in sources.iter().enumerate() {
+        // A safetensors input only holds dense tensors.
         let dtype = src.ty.dense().unwrap_or(formats::Dtype::U8);
         // Only floating-point tensors change dtype; integer and bool tensors are copied.
         let to = match opts.dtype {
             Some(to) if dtype.is_float() => to,
             _ => dtype,
         };
-        made.push((
-            index,
-            to,
-            cast_op(dtype, to).into_iter().collect::<Vec<Op>>(),
-        ));
+        specs.push(TensorSpec {
+            name: src.name.clone(),
+            dtype: to,
+            shape: src.shape.clone(),
+        });
+        recipes.insert(
+            src.name.clone(),
+            (index, cast_op(dtype, to).into_iter().collect()),
+        );
     }
-    let specs = made
-        .iter()
-        .map(|(index, to, _)| TensorSpec {
-            name: sources[*index].name.clone(),
-            dtype: *to,
-            shape: sources[*index].shape.clone(),
-        })
-        .collect();
     let metadata: Option<BTreeMap<String, String>> = model.files()[0].header().metadata.clone();
     let shards = safetensors::plan_shards(specs, opts.max_shard_size, metadata.as_ref())?;
-    let by_name: HashMap<&str, &(usize, formats::Dtype, Vec<Op>)> = made
-        .iter()
-        .map(|m| (sources[m.0].name.as_str(), m))
-        .collect();
-    let files = shards
-        .files
-        .into_iter()
-        .map(|(name, layout)| PlannedFile {
-            name,
-            size: layout.total_size,
-            tensors: layout
-                .tensors
-                .iter()
-                .map(|t| {
-                    let (index, to, ops) = by_name[t.spec.name.as_str()];
-                    from_source(
-                        &t.spec.name,
-                        to.name().into(),
-                        t.start,
-                        t.len,
-                        *index,
-                        &sources[*index],
-                        ops.clone(),
-                    )
-                })
-                .collect(),
-            header: layout.header,
-        })
-        .collect();
+    let files = safetensors_files(shards.files, &recipes, &sources);
 
     let root = input.root();
     let mut side_files = Vec::new();

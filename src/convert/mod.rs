@@ -8,8 +8,9 @@ mod hf_to_hf;
 
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
-use crate::plan::{Op, Plan, PlannedTensor, Recipe};
+use crate::plan::{Op, Plan, PlannedFile, PlannedTensor, Recipe};
 use formats::Dtype;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -65,31 +66,111 @@ pub fn plan_convert(input: &Checkpoint, output: &Path, opts: &ConvertOptions) ->
     }
 }
 
-/// A planned tensor made from `src` by `ops`, with its offset and size from a format layout.
-/// Conversions keep shapes (casts and row permutations), so the shape is the source's.
-fn from_source(
+/// How each output tensor is made, by output name: the source tensor's index and the ops.
+type Recipes = HashMap<String, (usize, Vec<Op>)>;
+
+/// The planned tensor `name` of a format layout, made by its recipe. Conversions keep shapes
+/// (casts and row permutations), so the shape is the source's.
+fn planned_tensor(
     name: &str,
-    dtype: String,
-    offset: u64,
-    len: u64,
-    src_index: usize,
-    src: &SourceTensor,
-    ops: Vec<Op>,
+    dtype: &str,
+    (offset, len): (u64, u64),
+    recipes: &Recipes,
+    sources: &[SourceTensor],
 ) -> PlannedTensor {
+    // Layouts are planned from the recipes' own names, so every name has a recipe.
+    let (index, ops) = &recipes[name];
+    let src = &sources[*index];
     PlannedTensor {
         name: name.to_string(),
-        dtype,
+        dtype: dtype.to_string(),
         shape: src.shape.clone(),
         offset,
         len,
         recipe: Recipe {
             source: src.name.clone(),
-            source_index: src_index,
+            source_index: *index,
             row_elements: src.shape.last().copied().unwrap_or(1),
-            ops,
+            ops: ops.clone(),
         },
         inline: None,
     }
+}
+
+/// Planned files for Hugging Face safetensors shards.
+fn safetensors_files(
+    shards: Vec<(String, formats::safetensors::FileLayout)>,
+    recipes: &Recipes,
+    sources: &[SourceTensor],
+) -> Vec<PlannedFile> {
+    shards
+        .into_iter()
+        .map(|(name, layout)| PlannedFile {
+            name,
+            size: layout.total_size,
+            tensors: layout
+                .tensors
+                .iter()
+                .map(|t| {
+                    let place = (t.start, t.len);
+                    planned_tensor(&t.spec.name, t.spec.dtype.name(), place, recipes, sources)
+                })
+                .collect(),
+            header: layout.header,
+        })
+        .collect()
+}
+
+/// Planned files for a GGUF file, or a split set named after `output` when there are several
+/// layouts. Tensors without a recipe take their bytes from `inline`.
+fn gguf_files(
+    layouts: Vec<formats::gguf::GgufLayout>,
+    output: &Path,
+    recipes: &Recipes,
+    inline: &HashMap<String, Vec<u8>>,
+    sources: &[SourceTensor],
+) -> (PathBuf, Vec<PlannedFile>) {
+    let (dir, file_name) = split_output_path(output);
+    let prefix = file_name.strip_suffix(".gguf").unwrap_or(&file_name);
+    let count = layouts.len();
+    let files = layouts
+        .into_iter()
+        .enumerate()
+        .map(|(i, layout)| PlannedFile {
+            name: if count == 1 {
+                file_name.clone()
+            } else {
+                formats::gguf::split_file_name(prefix, i, count)
+            },
+            size: layout.total_size,
+            tensors: layout
+                .tensors
+                .iter()
+                .map(|t| {
+                    let (name, dtype) = (t.spec.name.as_str(), t.spec.ggml_type.name());
+                    match inline.get(name) {
+                        Some(bytes) => PlannedTensor {
+                            name: name.to_string(),
+                            dtype: dtype.to_string(),
+                            shape: t.spec.dims.iter().rev().copied().collect(),
+                            offset: t.start,
+                            len: t.len,
+                            recipe: Recipe {
+                                source: String::new(),
+                                source_index: usize::MAX,
+                                row_elements: t.spec.dims.first().copied().unwrap_or(1),
+                                ops: Vec::new(),
+                            },
+                            inline: Some(bytes.clone()),
+                        },
+                        None => planned_tensor(name, dtype, (t.start, t.len), recipes, sources),
+                    }
+                })
+                .collect(),
+            header: layout.header,
+        })
+        .collect();
+    (dir, files)
 }
 
 /// The cast op from `from` to `to`, or nothing when they are equal.
