@@ -350,3 +350,45 @@ fn usage_errors_exit_2() {
         2,
     );
 }
+
+#[test]
+fn forced_folder_output_is_replaced_only_when_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hf");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("marker"), b"old").unwrap();
+    // A failing run leaves the old folder as it was.
+    let truncated = dir.path().join("bad.safetensors");
+    let full = std::fs::read(fixture("llama-tied/model.safetensors")).unwrap();
+    std::fs::write(&truncated, &full[..full.len() - 10]).unwrap();
+    fails(
+        &[
+            "-q",
+            "convert",
+            s(&truncated),
+            s(&out),
+            "--format",
+            "hf",
+            "--force",
+        ],
+        1,
+    );
+    assert_eq!(std::fs::read(out.join("marker")).unwrap(), b"old");
+    // A successful one replaces it whole, with nothing staged left beside it.
+    ok(&[
+        "-q",
+        "convert",
+        s(&fixture("llama-tied")),
+        s(&out),
+        "--format",
+        "hf",
+        "--force",
+    ]);
+    assert!(!out.join("marker").exists());
+    assert!(out.join("model.safetensors").exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "only bad.safetensors and hf"
+    );
+}

@@ -198,17 +198,25 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
     for side in &plan.side_files {
         formats::atomic::write_file_atomic(&dir.join(&side.name), &side.bytes)?;
     }
-    let mut files = Vec::new();
+    let mut files = Vec::with_capacity(outputs.len());
     for out in outputs {
-        files.push(out.commit()?);
+        match out.commit() {
+            Ok(path) => files.push(path),
+            Err(e) => {
+                // A split set is only valid whole: take back the members already in place.
+                for done in &files {
+                    let _ = std::fs::remove_file(done);
+                }
+                return Err(e.into());
+            }
+        }
     }
     if let Some(staged) = staged {
-        if plan.target.exists() {
-            remove_existing(&plan.target)?;
-        }
         let staged_root = staged.target().to_path_buf();
         staged.commit()?;
         if staged_root != plan.target {
+            // --force: the new folder is complete under a hidden name; only now replace the old.
+            remove_existing(&plan.target)?;
             std::fs::rename(&staged_root, &plan.target)
                 .map_err(|e| formats::FormatError::io(&plan.target, "rename", e))?;
         }
