@@ -101,7 +101,7 @@ fn batch_equals_single_and_hidden_states_are_per_layer() {
 fn out_of_vocabulary_token_is_an_error() {
     let ckpt = Checkpoint::open(&fixture("llama-tied")).expect("opens");
     let model = Model::load(&ckpt).expect("loads");
-    let err = model.forward(&[1, 1000]).err().expect("rejected");
+    let err = model.forward(&[1, 1000]).expect_err("rejected");
     assert!(err.to_string().contains("1000"), "{err}");
 }
 
