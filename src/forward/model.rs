@@ -123,6 +123,9 @@ impl<'a> Model<'a> {
         let mut hiddens: Vec<Vec<Vec<f32>>> = vec![Vec::new(); batch.len()];
         for l in 0..cfg.num_hidden_layers {
             let w = self.weights.layer(l)?;
+            if l + 1 < cfg.num_hidden_layers {
+                self.weights.prefetch_layer(l + 1);
+            }
             states
                 .par_iter_mut()
                 .for_each(|x| self.block(x, &w, &rope, par_gemm));

@@ -116,8 +116,8 @@ impl<'a> WeightIndex<'a> {
             .get(rows.start * row_bytes..rows.end * row_bytes)
             .ok_or_else(|| self.err(t, format!("rows {rows:?} out of range")))?;
         let mut out = vec![0.0f32; rows.len() * row_len];
-        kernels::cpu::cast::decode_f32(src, dtype, &mut out)
-            .map_err(|e| self.err(t, e.to_string()))?;
+        decode_par(src, dtype, &mut out).map_err(|e| self.err(t, e))?;
+        self.release(t, (rows.start * row_bytes) as u64, src.len() as u64);
         Ok(out)
     }
 
@@ -134,9 +134,8 @@ impl<'a> WeightIndex<'a> {
         };
         let raw = self.ckpt.bytes(t);
         let mut out = vec![0.0f32; t.numel() as usize];
-        let decode = |src: &[u8], out: &mut [f32]| {
-            kernels::cpu::cast::decode_f32(src, dtype, out).map_err(|e| self.err(t, e.to_string()))
-        };
+        let decode =
+            |src: &[u8], out: &mut [f32]| decode_par(src, dtype, out).map_err(|e| self.err(t, e));
         match heads {
             Some(n_head) => {
                 let mut unpermuted = vec![0u8; raw.len()];
@@ -147,6 +146,7 @@ impl<'a> WeightIndex<'a> {
             }
             None => decode(raw, &mut out)?,
         }
+        self.release(t, 0, t.len);
         Ok(out)
     }
 
@@ -160,6 +160,22 @@ impl<'a> WeightIndex<'a> {
         kernels::cpu::cast::decode_f32(self.ckpt.bytes(t), dtype, &mut out)
             .map_err(|e| self.err(t, e.to_string()))?;
         Ok(Some(out))
+    }
+
+    /// Drops the mmap pages of `t[from..from + len]` from the resident set once decoded, so RSS
+    /// stays near one layer rather than growing to the whole file.
+    fn release(&self, t: &SourceTensor, from: u64, len: u64) {
+        self.ckpt.mapped(t.file).release(t.start + from, len);
+    }
+
+    /// Asks the kernel to read layer `l`'s bytes ahead while the current layer computes.
+    pub fn prefetch_layer(&self, l: u64) {
+        let prefix = format!("model.layers.{l}.");
+        for (name, t) in &self.by_name {
+            if name.starts_with(&prefix) {
+                self.ckpt.mapped(t.file).will_need(t.start, t.len);
+            }
+        }
     }
 
     fn err(&self, t: &SourceTensor, reason: String) -> Error {
@@ -210,4 +226,27 @@ impl<'a> WeightIndex<'a> {
         }
         Ok(())
     }
+}
+
+/// `decode_f32` spread over the rayon pool in chunks (decoding a layer is otherwise serial).
+fn decode_par(
+    src: &[u8],
+    dtype: formats::Dtype,
+    out: &mut [f32],
+) -> std::result::Result<(), String> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let size = dtype.size();
+    if src.len() != out.len() * size {
+        return Err(format!(
+            "{} bytes for {} {} values",
+            src.len(),
+            out.len(),
+            dtype.name()
+        ));
+    }
+    src.par_chunks(CHUNK * size)
+        .zip(out.par_chunks_mut(CHUNK))
+        .try_for_each(|(s, o)| kernels::cpu::cast::decode_f32(s, dtype, o))
+        .map_err(|e| e.to_string())
 }
