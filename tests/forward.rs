@@ -103,6 +103,10 @@ fn out_of_vocabulary_token_is_an_error() {
     let model = Model::load(&ckpt).expect("loads");
     let err = model.forward(&[1, 1000]).expect_err("rejected");
     assert!(err.to_string().contains("1000"), "{err}");
+    // An empty sequence gives empty logits, alone or beside another.
+    assert!(model.forward(&[]).expect("empty").is_empty());
+    let out = model.forward_batch(&[&[], &[3, 4]], false).expect("mixed");
+    assert_eq!((out[0].logits.len(), out[1].logits.len()), (0, 2000));
 }
 
 fn paragraphs() -> Vec<String> {

@@ -154,6 +154,9 @@ impl<'a> Model<'a> {
             let w = self.weights.decode_rows(head, v0..v1)?;
             logits.par_iter_mut().zip(&normed).for_each(|(out, x)| {
                 let seq = x.len() / hidden;
+                if seq == 0 {
+                    return;
+                }
                 // logits[:, v0..v1] = x · w_chunkᵀ
                 ops::matmul_strided(
                     &mut out[v0..],

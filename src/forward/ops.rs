@@ -202,6 +202,9 @@ pub fn causal_attention(
     let group = heads / kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; seq * qd];
+    if seq == 0 {
+        return out;
+    }
     let mut scores = vec![0.0f32; seq * seq];
     for h in 0..heads {
         let kvh = h / group;
