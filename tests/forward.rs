@@ -160,3 +160,85 @@ fn tokenizer_ids_match_python_tokenizers() {
         }
     }
 }
+
+/// Copies a fixture folder and edits its `config.json`.
+fn fixture_with_config(
+    name: &str,
+    dir: &Path,
+    edit: impl Fn(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let out = dir.join(name);
+    std::fs::create_dir_all(&out).expect("mkdir");
+    for entry in std::fs::read_dir(fixture(name)).expect("fixture") {
+        let p = entry.expect("entry").path();
+        std::fs::copy(&p, out.join(p.file_name().expect("name"))).expect("copy");
+    }
+    let path = out.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    edit(&mut cfg);
+    std::fs::write(&path, cfg.to_string()).expect("write");
+    out
+}
+
+fn reference_rel_err(model: &Path, ids: &[u32], logits: &[f32], dir: &Path) -> f64 {
+    let out = dir.join("logits.f32");
+    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&out, bytes).expect("write logits");
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let report = run_python(
+        "reference_forward.py",
+        &[s(model), &list.join(","), s(&out)],
+    );
+    let json: serde_json::Value = serde_json::from_str(report.trim()).expect("JSON report");
+    json["rel_err"].as_f64().expect("rel_err")
+}
+
+#[test]
+fn rope_scaling_linear_and_llama3_match_reference_and_gguf() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ids = tokens(40, 1000);
+    let plain = logits_of(&fixture("llama-tied"), &ids);
+    let cases = [
+        (
+            "linear",
+            serde_json::json!({"rope_type": "linear", "factor": 3.0}),
+        ),
+        (
+            "llama3",
+            // A short original context so all three frequency bands occur at head_dim 64.
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 256}),
+        ),
+    ];
+    for (kind, scaling) in cases {
+        let case_dir = dir.path().join(kind);
+        let model = fixture_with_config("llama-tied", &case_dir, |c| {
+            c["rope_scaling"] = scaling.clone();
+            // convert_hf_to_gguf.py reads the llama3 context from the top level.
+            c["original_max_position_embeddings"] = serde_json::json!(256);
+        });
+        let logits = logits_of(&model, &ids);
+        assert!(
+            rel_err(&logits, &plain) > 1e-3,
+            "{kind}: scaling changed nothing"
+        );
+        let rel = reference_rel_err(&model, &ids, &logits, &case_dir);
+        println!("llama-tied rope {kind}: rel_err {rel:.3e}");
+        assert!(rel < 1e-4, "{kind}: ‖Δ‖/‖ref‖ = {rel:e}");
+        // The GGUF keeps linear as metadata and llama3 as the rope_freqs tensor.
+        let gguf = case_dir.join("m.gguf");
+        ok(&[
+            "convert",
+            s(&model),
+            s(&gguf),
+            "--format",
+            "gguf",
+            "--quiet",
+        ]);
+        let gg = logits_of(&gguf, &ids);
+        let rel = rel_err(&gg, &logits);
+        println!("llama-tied rope {kind}: GGUF vs HF rel_err {rel:.3e}");
+        assert!(rel < 1e-5, "{kind}: GGUF differs from HF by {rel:e}");
+    }
+}
