@@ -42,6 +42,32 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Convert between Hugging Face safetensors and GGUF, change dtype, reshard or split.
     Convert(ConvertArgs),
+    /// Perplexity on a text file; with --teacher, KL divergence and agreement with a teacher.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The model: a Hugging Face folder (with tokenizer.json) or a GGUF file.
+    pub model: PathBuf,
+    /// UTF-8 text, tokenized as one stream without BOS.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Tokens per window; windows do not overlap and a last partial window is dropped.
+    #[arg(long, default_value_t = 128)]
+    pub ctx: usize,
+    /// A teacher model with the same vocabulary, run on the same windows.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Softmax temperature for the teacher comparison.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Windows run together per pass over the weights (more: faster, more memory).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +178,30 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 write_out(out, &crate::inspect::render(&ins, !args.summary))
             }
         }
+        Command::Eval(args) => {
+            let opts = crate::eval::EvalOptions {
+                ctx: args.ctx,
+                temperature: args.temperature,
+                max_windows: args.max_windows,
+                batch: args.batch,
+                progress: show_progress,
+            };
+            let mut builder = rayon::ThreadPoolBuilder::new();
+            if cli.global.threads > 0 {
+                builder = builder.num_threads(cli.global.threads);
+            }
+            let pool = builder
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
+            let report = pool.install(|| {
+                crate::eval::eval(&args.model, &args.data, args.teacher.as_deref(), &opts)
+            })?;
+            if cli.global.json {
+                write_json(out, &report)
+            } else {
+                write_out(out, &render_eval(&report))
+            }
+        }
         Command::Convert(args) => {
             let input = Checkpoint::open(&args.input)?;
             let opts = ConvertOptions {
@@ -220,6 +270,31 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
         }
     }
+}
+
+fn render_eval(r: &crate::eval::EvalReport) -> String {
+    let mut text = format!(
+        "perplexity {:.4}  nll {:.6}  tokens_scored {}  windows {} (ctx {})\n",
+        r.perplexity, r.nll, r.tokens_scored, r.windows, r.ctx
+    );
+    if let Some(t) = &r.teacher {
+        text.push_str(&format!(
+            "teacher {}: kl {:.6e} (T={})  top1_agreement {:.4}\n",
+            t.teacher.display(),
+            t.kl,
+            t.temperature,
+            t.top1_agreement
+        ));
+        if let Some(c) = &t.layer_cosine {
+            let list: Vec<String> = c.iter().map(|v| format!("{v:.6}")).collect();
+            text.push_str(&format!("layer cosine: {}\n", list.join(" ")));
+        }
+    }
+    text.push_str(&format!(
+        "{:.2}s, {:.1} tokens/s\n",
+        r.seconds, r.tokens_per_second
+    ));
+    text
 }
 
 /// Working memory of the executor: each thread holds at most a chunk in and a chunk out,

@@ -1,0 +1,9 @@
+//! Reference CPU forward pass of the Llama family, used by `eval` (perplexity, teacher–student
+//! divergence) and later by calibration. f32 activations, weights decoded per layer from the mmap.
+
+pub mod model;
+pub mod ops;
+pub mod tokenizer;
+pub mod weights;
+
+pub use model::{rope_inv_freq, ForwardOutput, Model};

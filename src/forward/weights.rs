@@ -1,0 +1,252 @@
+//! Finds the model's tensors in a checkpoint and decodes them to f32 one layer at a time, straight
+//! from the mmap. GGUF names are mapped to HF names and GGUF q/k rows are un-permuted back to the
+//! rotate-half layout, so the rest of the forward pass sees one (Hugging Face) convention.
+
+use crate::checkpoint::{Checkpoint, ElementType, SourceTensor};
+use crate::error::{Error, Result};
+use crate::model::{self, ModelConfig};
+use std::collections::HashMap;
+
+/// The checkpoint's tensors by Hugging Face name, with the config that says their shapes.
+pub struct WeightIndex<'a> {
+    ckpt: &'a Checkpoint,
+    cfg: ModelConfig,
+    by_name: HashMap<String, SourceTensor>,
+    gguf: bool,
+    /// llama.cpp's `rope_freqs.weight` (llama3 scaling), which has no HF name.
+    rope_freqs: Option<SourceTensor>,
+}
+
+/// One decoder layer's weights in f32, `nn.Linear` layout (`[out, in]`).
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub q_bias: Option<Vec<f32>>,
+    pub k_bias: Option<Vec<f32>>,
+    pub v_bias: Option<Vec<f32>>,
+    pub o: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+    pub down: Vec<f32>,
+}
+
+impl<'a> WeightIndex<'a> {
+    /// Indexes `ckpt` against `cfg.expected_tensors()`: every expected tensor must be present with
+    /// its expected shape (checked here, before any bytes are read).
+    pub fn new(ckpt: &'a Checkpoint, cfg: ModelConfig) -> Result<Self> {
+        let gguf = matches!(ckpt, Checkpoint::Gguf(_));
+        let paths = ckpt.file_paths();
+        let mut by_name = HashMap::new();
+        let mut rope_freqs = None;
+        for t in ckpt.tensors() {
+            let hf = if gguf {
+                if t.name == model::ROPE_FREQS_GGUF_NAME {
+                    rope_freqs = Some(t);
+                    continue;
+                }
+                match model::gguf_to_hf_name(&t.name) {
+                    Some(n) => n,
+                    None => continue,
+                }
+            } else {
+                t.name.clone()
+            };
+            by_name.insert(hf, t);
+        }
+        for e in cfg.expected_tensors() {
+            let Some(t) = by_name.get(&e.name) else {
+                return Err(Error::tensor(
+                    ckpt.display_path(),
+                    &e.name,
+                    "missing (the config implies it)",
+                ));
+            };
+            if t.shape != e.shape {
+                return Err(Error::tensor(
+                    &paths[t.file],
+                    &t.name,
+                    format!(
+                        "shape {:?} does not match the config (expected {:?})",
+                        t.shape, e.shape
+                    ),
+                ));
+            }
+        }
+        Ok(WeightIndex {
+            ckpt,
+            cfg,
+            by_name,
+            gguf,
+            rope_freqs,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn get(&self, name: &str) -> Result<&SourceTensor> {
+        self.by_name
+            .get(name)
+            .ok_or_else(|| Error::tensor(self.ckpt.display_path(), name, "missing"))
+    }
+
+    fn dtype_of(&self, t: &SourceTensor) -> Result<formats::Dtype> {
+        match t.ty {
+            ElementType::Dense(d) if d.is_float() => Ok(d),
+            _ => Err(crate::checkpoint::unsupported_type(
+                self.ckpt,
+                t,
+                "used by the forward pass (dequantization is not supported yet)",
+            )),
+        }
+    }
+
+    /// Rows `rows` of a 2-D tensor (or all of a 1-D one) decoded to f32.
+    pub fn decode_rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let t = self.get(name)?;
+        let dtype = self.dtype_of(t)?;
+        let row_len = t.shape.iter().skip(1).product::<u64>() as usize;
+        let bytes = self.ckpt.bytes(t);
+        let row_bytes = row_len * dtype.size();
+        let src = bytes
+            .get(rows.start * row_bytes..rows.end * row_bytes)
+            .ok_or_else(|| self.err(t, format!("rows {rows:?} out of range")))?;
+        let mut out = vec![0.0f32; rows.len() * row_len];
+        decode_par(src, dtype, &mut out).map_err(|e| self.err(t, e))?;
+        self.release(t, (rows.start * row_bytes) as u64, src.len() as u64);
+        Ok(out)
+    }
+
+    /// The whole tensor in f32, q/k rows un-permuted when it came from a llama GGUF.
+    pub fn decode(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.get(name)?;
+        let dtype = self.dtype_of(t)?;
+        let rows = t.shape.first().copied().unwrap_or(1) as usize;
+        let heads = if self.gguf {
+            model::role_of_hf_name(name)
+                .and_then(|(role, _)| model::qk_permutation_heads(&self.cfg, role))
+        } else {
+            None
+        };
+        let raw = self.ckpt.bytes(t);
+        let mut out = vec![0.0f32; t.numel() as usize];
+        let decode =
+            |src: &[u8], out: &mut [f32]| decode_par(src, dtype, out).map_err(|e| self.err(t, e));
+        match heads {
+            Some(n_head) => {
+                let mut unpermuted = vec![0u8; raw.len()];
+                let row_bytes = raw.len() / rows.max(1);
+                model::permute_qk_rows(raw, &mut unpermuted, rows, row_bytes, n_head, true)
+                    .map_err(|e| self.err(t, e))?;
+                decode(&unpermuted, &mut out)?;
+            }
+            None => decode(raw, &mut out)?,
+        }
+        self.release(t, 0, t.len);
+        Ok(out)
+    }
+
+    /// The GGUF `rope_freqs` divisors, when the file has them.
+    pub fn rope_freqs(&self) -> Result<Option<Vec<f32>>> {
+        let Some(t) = &self.rope_freqs else {
+            return Ok(None);
+        };
+        let dtype = self.dtype_of(t)?;
+        let mut out = vec![0.0f32; t.numel() as usize];
+        kernels::cpu::cast::decode_f32(self.ckpt.bytes(t), dtype, &mut out)
+            .map_err(|e| self.err(t, e.to_string()))?;
+        Ok(Some(out))
+    }
+
+    /// Drops the mmap pages of `t[from..from + len]` from the resident set once decoded, so RSS
+    /// stays near one layer rather than growing to the whole file.
+    fn release(&self, t: &SourceTensor, from: u64, len: u64) {
+        self.ckpt.mapped(t.file).release(t.start + from, len);
+    }
+
+    /// Asks the kernel to read layer `l`'s bytes ahead while the current layer computes.
+    pub fn prefetch_layer(&self, l: u64) {
+        let prefix = format!("model.layers.{l}.");
+        for (name, t) in &self.by_name {
+            if name.starts_with(&prefix) {
+                self.ckpt.mapped(t.file).will_need(t.start, t.len);
+            }
+        }
+    }
+
+    fn err(&self, t: &SourceTensor, reason: String) -> Error {
+        Error::tensor(&self.ckpt.file_paths()[t.file], &t.name, reason)
+    }
+
+    /// Decodes layer `l`.
+    pub fn layer(&self, l: u64) -> Result<LayerWeights> {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        let bias = |s: &str| -> Result<Option<Vec<f32>>> {
+            let name = p(s);
+            if self.by_name.contains_key(&name) {
+                self.decode(&name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(LayerWeights {
+            attn_norm: self.decode(&p("input_layernorm.weight"))?,
+            q: self.decode(&p("self_attn.q_proj.weight"))?,
+            k: self.decode(&p("self_attn.k_proj.weight"))?,
+            v: self.decode(&p("self_attn.v_proj.weight"))?,
+            q_bias: bias("self_attn.q_proj.bias")?,
+            k_bias: bias("self_attn.k_proj.bias")?,
+            v_bias: bias("self_attn.v_proj.bias")?,
+            o: self.decode(&p("self_attn.o_proj.weight"))?,
+            ffn_norm: self.decode(&p("post_attention_layernorm.weight"))?,
+            gate: self.decode(&p("mlp.gate_proj.weight"))?,
+            up: self.decode(&p("mlp.up_proj.weight"))?,
+            down: self.decode(&p("mlp.down_proj.weight"))?,
+        })
+    }
+
+    /// Name of the output projection: `lm_head.weight`, or the embedding when tied.
+    pub fn lm_head_name(&self) -> &'static str {
+        if self.cfg.tie_word_embeddings || !self.by_name.contains_key("lm_head.weight") {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        }
+    }
+
+    /// Checks every tensor's element type up front, so a quantized model fails before any work.
+    pub fn check_types(&self) -> Result<()> {
+        for e in self.cfg.expected_tensors() {
+            let t = self.get(&e.name)?;
+            self.dtype_of(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// `decode_f32` spread over the rayon pool in chunks (decoding a layer is otherwise serial).
+fn decode_par(
+    src: &[u8],
+    dtype: formats::Dtype,
+    out: &mut [f32],
+) -> std::result::Result<(), String> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let size = dtype.size();
+    if src.len() != out.len() * size {
+        return Err(format!(
+            "{} bytes for {} {} values",
+            src.len(),
+            out.len(),
+            dtype.name()
+        ));
+    }
+    src.par_chunks(CHUNK * size)
+        .zip(out.par_chunks_mut(CHUNK))
+        .try_for_each(|(s, o)| kernels::cpu::cast::decode_f32(s, dtype, o))
+        .map_err(|e| e.to_string())
+}

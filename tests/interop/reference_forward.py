@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Independent float64 forward pass of a Hugging Face Llama/Mistral/Qwen2 checkpoint, written from
+transformers' modeling_llama.py (no torch): embedding -> N x (RMSNorm -> GQA attention with
+rotate-half RoPE -> residual -> RMSNorm -> SwiGLU MLP -> residual) -> RMSNorm -> LM head.
+
+Usage: reference_forward.py MODEL_DIR TOKENS OTHER.f32
+  TOKENS: comma-separated ids; OTHER.f32: logits [len(TOKENS), vocab] as little-endian float32.
+Prints JSON {"rel_err": |other - ref| / |ref|, "max_abs_err": ..., "ref_norm": ...}.
+
+Weights are read with the `safetensors` package; bf16 (which numpy lacks) is widened via its
+bits: uint16 -> uint32 << 16 -> float32.
+"""
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from safetensors import safe_open
+
+
+def load_weights(model_dir):
+    out = {}
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        # framework="numpy" cannot represent bf16; read raw bytes via the header instead.
+        with safe_open(str(f), framework="numpy") as st:
+            names = list(st.keys())
+        raw = f.read_bytes()
+        header_len = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + header_len])
+        base = 8 + header_len
+        for name in names:
+            meta = header[name]
+            a, b = meta["data_offsets"]
+            buf = raw[base + a : base + b]
+            dt = meta["dtype"]
+            if dt == "BF16":
+                bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+                arr = bits.view(np.float32)
+            elif dt == "F16":
+                arr = np.frombuffer(buf, dtype="<f2")
+            elif dt == "F32":
+                arr = np.frombuffer(buf, dtype="<f4")
+            else:
+                raise SystemExit(f"{f}: {name}: dtype {dt} not handled")
+            out[name] = arr.astype(np.float64).reshape(meta["shape"])
+    return out
+
+
+def rms_norm(x, w, eps):
+    var = np.mean(x * x, axis=-1, keepdims=True)
+    return x / np.sqrt(var + eps) * w
+
+
+def rope_inv_freq(cfg, head_dim):
+    base = cfg.get("rope_theta", 10000.0)
+    inv = 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    rs = cfg.get("rope_scaling")
+    if rs:
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind == "linear":
+            inv = inv / rs["factor"]
+        elif kind == "llama3":
+            factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+            old = rs["original_max_position_embeddings"]
+            wavelen = 2 * math.pi / inv
+            scaled = np.where(wavelen > old / low, inv / factor, inv)
+            smooth = (old / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+            inv = np.where(medium, smoothed, scaled)
+        elif kind != "default":
+            raise SystemExit(f"rope_scaling {kind} not handled")
+    return inv
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
+
+
+def forward(model_dir, tokens):
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    w = load_weights(model_dir)
+    hidden = cfg["hidden_size"]
+    n_heads = cfg["num_attention_heads"]
+    n_kv = cfg.get("num_key_value_heads") or n_heads
+    head_dim = cfg.get("head_dim") or hidden // n_heads
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    seq = len(tokens)
+
+    inv = rope_inv_freq(cfg, head_dim)
+    freqs = np.outer(np.arange(seq, dtype=np.float64), inv)
+    emb = np.concatenate([freqs, freqs], axis=-1)
+    cos, sin = np.cos(emb), np.sin(emb)
+
+    x = w["model.embed_tokens.weight"][tokens]
+    mask = np.triu(np.full((seq, seq), -np.inf), k=1)
+    for layer in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+
+        def proj(name):
+            y = h @ w[p + f"self_attn.{name}.weight"].T
+            bias = w.get(p + f"self_attn.{name}.bias")
+            return y if bias is None else y + bias
+
+        q = proj("q_proj").reshape(seq, n_heads, head_dim).transpose(1, 0, 2)
+        k = proj("k_proj").reshape(seq, n_kv, head_dim).transpose(1, 0, 2)
+        v = proj("v_proj").reshape(seq, n_kv, head_dim).transpose(1, 0, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = n_heads // n_kv
+        k = np.repeat(k, rep, axis=0)
+        v = np.repeat(v, rep, axis=0)
+        scores = q @ k.transpose(0, 2, 1) / math.sqrt(head_dim) + mask
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        attn = (probs @ v).transpose(1, 0, 2).reshape(seq, n_heads * head_dim)
+        x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+
+        h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        gate = h @ w[p + "mlp.gate_proj.weight"].T
+        up = h @ w[p + "mlp.up_proj.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+
+    x = rms_norm(x, w["model.norm.weight"], eps)
+    head = w.get("lm_head.weight")
+    if head is None or cfg.get("tie_word_embeddings", False):
+        head = w["model.embed_tokens.weight"]
+    return x @ head.T
+
+
+def main():
+    model_dir, tokens, other = sys.argv[1], sys.argv[2], sys.argv[3]
+    ids = [int(t) for t in tokens.split(",")]
+    ref = forward(model_dir, ids)
+    got = np.fromfile(other, dtype="<f4").astype(np.float64)
+    if got.size != ref.size:
+        raise SystemExit(f"{other}: {got.size} values, reference has {ref.shape}")
+    got = got.reshape(ref.shape)
+    diff = got - ref
+    print(
+        json.dumps(
+            {
+                "rel_err": float(np.linalg.norm(diff) / np.linalg.norm(ref)),
+                "max_abs_err": float(np.abs(diff).max()),
+                "ref_norm": float(np.linalg.norm(ref)),
+                "shape": list(ref.shape),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
