@@ -31,6 +31,10 @@ pub enum Error {
     /// `tokenizer.json` / `tokenizer_config.json` or a GGUF vocabulary cannot be used.
     #[error("{}: tokenizer: {reason}", path.display())]
     Tokenizer { path: PathBuf, reason: String },
+    /// Calibration / evaluation text cannot be used: unreadable, empty, not UTF-8, a bad JSONL
+    /// line, or too short for the windows asked for (see [`crate::data`]).
+    #[error("{}: {reason}", path.display())]
+    Data { path: PathBuf, reason: String },
     /// The request itself is wrong (bad option combination, output exists). Exit code 2.
     #[error("{0}")]
     Usage(String),
@@ -58,6 +62,13 @@ impl Error {
 
     pub fn tokenizer(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::Tokenizer {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Data {
             path: path.into(),
             reason: reason.into(),
         }
