@@ -31,7 +31,8 @@ pub enum Error {
     /// `tokenizer.json` / `tokenizer_config.json` or a GGUF vocabulary cannot be used.
     #[error("{}: tokenizer: {reason}", path.display())]
     Tokenizer { path: PathBuf, reason: String },
-    /// An input data file (evaluation text) cannot be used.
+    /// Calibration / evaluation text cannot be used: unreadable, empty, not UTF-8, a bad JSONL
+    /// line, or too short for the windows asked for (see [`crate::data`]).
     #[error("{}: {reason}", path.display())]
     Data { path: PathBuf, reason: String },
     /// The request itself is wrong (bad option combination, output exists). Exit code 2.
