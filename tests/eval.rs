@@ -233,3 +233,37 @@ fn errors_name_the_file() {
         "--data is required"
     );
 }
+
+#[test]
+fn trained_fixture_perplexity_matches_pytorch() {
+    // fixtures/trained-llama/TRAINING.md: PyTorch (transformers LlamaForCausalLM, f32 compute on
+    // the bf16 weights) scores the held-out text at 49.2583253 over 213 windows, 27051 tokens,
+    // with this same protocol. Our forward pass must agree, from the HF folder and from GGUF.
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("trained.gguf");
+    ok(&[
+        "-q",
+        "convert",
+        s(&fixture("trained-llama")),
+        s(&gguf),
+        "--format",
+        "gguf",
+    ]);
+    for model in [fixture("trained-llama"), gguf] {
+        let report = json(&ok(&[
+            "--json",
+            "eval",
+            s(&model),
+            "--data",
+            s(&fixture("heldout.txt")),
+        ]));
+        assert_eq!(report["windows"], 213);
+        assert_eq!(report["tokens_scored"], 27051);
+        let ppl = report["perplexity"].as_f64().unwrap();
+        assert!(
+            (ppl - 49.2583253).abs() / 49.2583253 < 1e-5,
+            "{}: perplexity {ppl}, PyTorch 49.2583253",
+            model.display()
+        );
+    }
+}
