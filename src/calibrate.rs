@@ -271,7 +271,12 @@ pub fn load_stats(path: &Path) -> Result<CalibrationStats> {
         metadata
             .get(key)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::data(path, format!("__metadata__ `{key}` missing or not a number")))
+            .ok_or_else(|| {
+                Error::data(
+                    path,
+                    format!("__metadata__ `{key}` missing or not a number"),
+                )
+            })
     };
     let mut v = [0usize; 6];
     for (slot, key) in v.iter_mut().zip(Dims::KEYS) {
@@ -563,12 +568,7 @@ impl Collector {
             );
         }
         t.insert(input_absmax_name("lm_head"), self.final_norm.absmax.clone());
-        let mean: Vec<f64> = self
-            .final_norm
-            .sum_abs
-            .iter()
-            .map(|s| s / tokens)
-            .collect();
+        let mean: Vec<f64> = self.final_norm.sum_abs.iter().map(|s| s / tokens).collect();
         t.insert(input_mean_abs_name("lm_head"), f32s(&mean));
         t.insert("importance.hidden".into(), f32s(&sqrt(&hidden_sq)));
         let bi: Vec<f64> = self.cos_sum.iter().map(|c| 1.0 - c / tokens).collect();
@@ -706,10 +706,17 @@ mod tests {
         let s = c.finish(BTreeMap::new());
         let down = "model.layers.0.mlp.down_proj";
         assert_eq!(s.input_absmax(down).unwrap(), [4.0, 2.0, 1.0]);
-        assert_eq!(s.input_mean_abs(down).unwrap(), [8.0 / 3.0, 4.0 / 3.0, 1.0 / 3.0]);
+        assert_eq!(
+            s.input_mean_abs(down).unwrap(),
+            [8.0 / 3.0, 4.0 / 3.0, 1.0 / 3.0]
+        );
         // a_0 = [2, 2, 0], a_1 = [4, 0, 1].
         let want = [20f32.sqrt(), 2.0, 1.0];
-        assert!(s.ffn_importance(0).iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6));
+        assert!(s
+            .ffn_importance(0)
+            .iter()
+            .zip(want)
+            .all(|(a, b)| (a - b).abs() < 1e-6));
         // o channels: a_0 = [0.5, 0, 0, 1], a_1 = [0, 0, 3, 0] → head 0: sqrt(0.25), head 1: sqrt(10).
         let h = s.head_importance(0);
         assert!((h[0] - 0.5).abs() < 1e-6 && (h[1] - 10f32.sqrt()).abs() < 1e-6);
