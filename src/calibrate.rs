@@ -717,10 +717,11 @@ mod tests {
             .iter()
             .zip(want)
             .all(|(a, b)| (a - b).abs() < 1e-6));
-        // o channels: a_0 = [0.5, 0, 0, 1], a_1 = [0, 0, 3, 0] → head 0: sqrt(0.25), head 1: sqrt(10).
+        // o channels (one token each): a_0 = [1, 0, 0, 2], a_1 = [0, 0, 3, 0] → head 0: 1,
+        // head 1: sqrt(4 + 9); the one query group: sqrt(1 + 13).
         let h = s.head_importance(0);
-        assert!((h[0] - 0.5).abs() < 1e-6 && (h[1] - 10f32.sqrt()).abs() < 1e-6);
-        assert!((s.query_group_importance(0)[0] - 10.25f32.sqrt()).abs() < 1e-6);
+        assert!((h[0] - 1.0).abs() < 1e-6 && (h[1] - 13f32.sqrt()).abs() < 1e-6);
+        assert!((s.query_group_importance(0)[0] - 14f32.sqrt()).abs() < 1e-6);
         // cos: window 0 tokens 1 and 0, window 1 token 1 → BI = 1 - 2/3.
         assert!((s.block_influence()[0] - 1.0 / 3.0).abs() < 1e-6);
         assert_eq!(s.tensors.len(), dims().tensor_specs().len());
