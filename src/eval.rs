@@ -1,7 +1,7 @@
 //! `eval`: perplexity of a model on a text file and, with a teacher, how far the model's
 //! next-token distributions are from the teacher's.
 //!
-//! Protocol: the file is tokenized as one stream with the model's tokenizer, no BOS or other
+//! Protocol: the file (plain text or JSONL, read by [`crate::data::TextSource`]) is tokenized as one stream with the model's tokenizer, no BOS or other
 //! special tokens added; the stream is cut into non-overlapping windows of `ctx` tokens (a last
 //! partial window is dropped); each window is run on its own, and every token after the first is
 //! scored against the logits at the position before it. `nll` is the mean negative
@@ -11,6 +11,7 @@
 //! each layer (when both have as many layers).
 
 use crate::checkpoint::Checkpoint;
+use crate::data::{self, TextSource};
 use crate::error::{Error, Result};
 use crate::forward::{ops, tokenizer, ForwardOutput, Model};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -117,21 +118,7 @@ pub fn eval(
     }
     let ckpt = Checkpoint::open(model_path)?;
     let model = Model::load(&ckpt)?;
-    let tok = tokenizer::load_tokenizer(&ckpt)?;
-    let tok_path = match &ckpt {
-        Checkpoint::Safetensors(_) => ckpt.root().join("tokenizer.json"),
-        Checkpoint::Gguf(_) => ckpt.display_path(),
-    };
-    let tok_vocab = tok.get_vocab_size(true);
-    if tok_vocab > model.vocab_size() {
-        return Err(Error::tokenizer(
-            &tok_path,
-            format!(
-                "{tok_vocab} tokens, more than the model's vocab_size {}",
-                model.vocab_size()
-            ),
-        ));
-    }
+    let (tok, tok_path) = load_checked_tokenizer(&ckpt, &model)?;
     let teacher_ckpt = teacher_path.map(Checkpoint::open).transpose()?;
     let teacher = teacher_ckpt.as_ref().map(Model::load).transpose()?;
     if let (Some(t), Some(p)) = (&teacher, teacher_path) {
@@ -147,10 +134,9 @@ pub fn eval(
         }
     }
 
-    let text = read_text(data)?;
+    let text = TextSource::open(data)?.joined();
     let ids = tokenizer::encode(&tok, &text, &tok_path)?;
-    let mut windows: Vec<&[u32]> = ids.chunks_exact(opts.ctx).collect();
-    if windows.is_empty() {
+    if ids.len() < opts.ctx {
         return Err(Error::data(
             data,
             format!(
@@ -160,6 +146,8 @@ pub fn eval(
             ),
         ));
     }
+    let windows = data::eval_windows(&ids, opts.ctx, data)?;
+    let mut windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
     if let Some(n) = opts.max_windows {
         windows.truncate(n.max(1));
     }
@@ -229,18 +217,28 @@ pub fn eval(
     })
 }
 
-/// Reads the evaluation text: must exist, be non-empty and be UTF-8.
-fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::data(path, format!("cannot read: {e}")))?;
-    if bytes.is_empty() {
-        return Err(Error::data(path, "the file is empty"));
+/// The model's tokenizer (its `tokenizer.json`, or rebuilt from the GGUF metadata) and the path
+/// that names it in errors; an error if it has more tokens than the model's `vocab_size`.
+pub(crate) fn load_checked_tokenizer(
+    ckpt: &Checkpoint,
+    model: &Model,
+) -> Result<(tokenizers::Tokenizer, PathBuf)> {
+    let tok = tokenizer::load_tokenizer(ckpt)?;
+    let tok_path = match ckpt {
+        Checkpoint::Safetensors(_) => ckpt.root().join("tokenizer.json"),
+        Checkpoint::Gguf(_) => ckpt.display_path(),
+    };
+    let tok_vocab = tok.get_vocab_size(true);
+    if tok_vocab > model.vocab_size() {
+        return Err(Error::tokenizer(
+            &tok_path,
+            format!(
+                "{tok_vocab} tokens, more than the model's vocab_size {}",
+                model.vocab_size()
+            ),
+        ));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        Error::data(
-            path,
-            format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
-        )
-    })
+    Ok((tok, tok_path))
 }
 
 /// Scores one window: NLL of tokens 1.., and with a teacher KL, top-1 and per-layer cosine.
@@ -330,7 +328,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     ab / (aa.sqrt() * bb.sqrt())
 }
 
-fn progress_bar(show: bool, total: u64) -> ProgressBar {
+pub(crate) fn progress_bar(show: bool, total: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

@@ -3,6 +3,7 @@
 //! Every job is planned from metadata ([`plan::Plan`]) and then streamed by the executor
 //! ([`plan::execute`]) from memory-mapped inputs to outputs that appear only when complete.
 
+pub mod calibrate;
 pub mod checkpoint;
 pub mod cli;
 pub mod convert;

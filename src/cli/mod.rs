@@ -44,6 +44,36 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Perplexity on a text file; with --teacher, KL divergence and agreement with a teacher.
     Eval(EvalArgs),
+    /// Activation statistics for quantization and pruning, from sampled calibration windows.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CalibrateArgs {
+    /// The model: a Hugging Face folder (with tokenizer.json) or a GGUF file.
+    pub model: PathBuf,
+    /// Calibration text: UTF-8 text, or JSONL with one {"text": ...} per line; tokenized as one
+    /// stream without BOS.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The statistics file to write (safetensors; replaced atomically).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Windows sampled from the text (non-overlapping).
+    #[arg(long, default_value_t = 64)]
+    pub calib_samples: usize,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 128)]
+    pub calib_seq_len: usize,
+    /// Seed of the window sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Windows run together per pass over the weights (more: faster, more memory).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Also write the sampled token windows as JSON here (for the reference tests).
+    #[arg(long, hide = true)]
+    pub dump_windows: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -186,13 +216,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 batch: args.batch,
                 progress: show_progress,
             };
-            let mut builder = rayon::ThreadPoolBuilder::new();
-            if cli.global.threads > 0 {
-                builder = builder.num_threads(cli.global.threads);
-            }
-            let pool = builder
-                .build()
-                .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))?;
+            let pool = thread_pool(cli.global.threads)?;
             let report = pool.install(|| {
                 crate::eval::eval(&args.model, &args.data, args.teacher.as_deref(), &opts)
             })?;
@@ -200,6 +224,38 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 write_json(out, &report)
             } else {
                 write_out(out, &render_eval(&report))
+            }
+        }
+        Command::Calibrate(args) => {
+            let opts = crate::calibrate::CalibrateOptions {
+                sampling: crate::data::Sampling {
+                    samples: args.calib_samples,
+                    seq_len: args.calib_seq_len,
+                    seed: args.seed,
+                },
+                batch: args.batch,
+                progress: show_progress,
+                dump_windows: args.dump_windows,
+            };
+            let pool = thread_pool(cli.global.threads)?;
+            let report = pool.install(|| {
+                crate::calibrate::calibrate(&args.model, &args.data, &args.output, &opts)
+            })?;
+            if cli.global.json {
+                write_json(out, &report)
+            } else {
+                write_out(
+                    out,
+                    &format!(
+                        "wrote {} ({} tensors): {} windows, {} tokens in {:.2}s ({:.1} tokens/s)\n",
+                        report.output.display(),
+                        report.tensors,
+                        report.windows,
+                        report.tokens,
+                        report.seconds,
+                        report.tokens_per_second
+                    ),
+                )
             }
         }
         Command::Convert(args) => {
@@ -270,6 +326,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
         }
     }
+}
+
+/// A rayon pool of `threads` workers (0: one per core).
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if threads > 0 {
+        builder = builder.num_threads(threads);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start worker threads: {e}")))
 }
 
 fn render_eval(r: &crate::eval::EvalReport) -> String {

@@ -6,4 +6,4 @@ pub mod ops;
 pub mod tokenizer;
 pub mod weights;
 
-pub use model::{rope_inv_freq, ForwardOutput, Model};
+pub use model::{rope_inv_freq, ActivationObserver, ForwardOutput, Model, Tap};

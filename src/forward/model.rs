@@ -21,6 +21,39 @@ pub struct Model<'a> {
     inv_freq: Vec<f64>,
 }
 
+/// One observation point of the forward pass, with the activations of one sequence there
+/// (row-major `[seq, width]`). Linear layers are named by their Hugging Face weight names.
+#[derive(Clone, Copy)]
+pub enum Tap<'x> {
+    /// `input_layernorm` output `[seq, hidden]`: the input of `q_proj`, `k_proj` and `v_proj`.
+    AttnInput(&'x [f32]),
+    /// Attention output before `o_proj` `[seq, heads * head_dim]` (head-major): `o_proj`'s input.
+    OProjInput(&'x [f32]),
+    /// `post_attention_layernorm` output `[seq, hidden]`: the input of `gate_proj` and `up_proj`.
+    MlpInput(&'x [f32]),
+    /// `silu(gate) * up` `[seq, intermediate]`: `down_proj`'s input.
+    DownProjInput(&'x [f32]),
+    /// The residual stream entering and leaving the decoder layer, each `[seq, hidden]`.
+    Residual { before: &'x [f32], after: &'x [f32] },
+    /// The final `model.norm` output `[seq, hidden]`: the LM head's input (layer index
+    /// `num_hidden_layers`).
+    FinalNorm(&'x [f32]),
+}
+
+/// Receives activations from [`Model::observe_batch`]. `observe` is called from the worker
+/// threads, concurrently for different sequences of a batch but in forward order for any one
+/// sequence (`seq` is its index in the batch); `begin_batch` and `layer_done` are called on the
+/// caller's thread, so an observer can keep per-sequence partial results and merge them in a
+/// fixed order (deterministic whatever the thread timing).
+pub trait ActivationObserver: Sync {
+    /// A batch of `sequences` sequences is about to run.
+    fn begin_batch(&mut self, _sequences: usize) {}
+    /// Activations of sequence `seq` at `layer` (`num_hidden_layers` for [`Tap::FinalNorm`]).
+    fn observe(&self, seq: usize, layer: usize, tap: Tap<'_>);
+    /// Every sequence of the batch has passed `layer` (`num_hidden_layers`: the final norm).
+    fn layer_done(&mut self, _layer: usize) {}
+}
+
 /// What one sequence produced.
 pub struct ForwardOutput {
     /// `[seq, vocab]`, row-major.
@@ -97,45 +130,8 @@ impl<'a> Model<'a> {
         let cfg = self.config();
         let hidden = cfg.hidden_size as usize;
         let vocab = self.vocab_size();
-        // One sequence: let gemm use the pool; several: one sequence per worker.
         let par_gemm = batch.len() == 1;
-
-        let mut states = Vec::with_capacity(batch.len());
-        for tokens in batch {
-            let mut x = Vec::with_capacity(tokens.len() * hidden);
-            for &t in tokens.iter() {
-                let t = t as usize;
-                if t >= vocab {
-                    return Err(Error::Usage(format!(
-                        "token id {t} is outside the vocabulary of {vocab}"
-                    )));
-                }
-                x.extend(
-                    self.weights
-                        .decode_rows("model.embed_tokens.weight", t..t + 1)?,
-                );
-            }
-            states.push(x);
-        }
-        let longest = batch.iter().map(|t| t.len()).max().unwrap_or(0);
-        let rope = RopeTable::new(&self.inv_freq, longest);
-
-        let mut hiddens: Vec<Vec<Vec<f32>>> = vec![Vec::new(); batch.len()];
-        for l in 0..cfg.num_hidden_layers {
-            let w = self.weights.layer(l)?;
-            if l + 1 < cfg.num_hidden_layers {
-                self.weights.prefetch_layer(l + 1);
-            }
-            states
-                .par_iter_mut()
-                .for_each(|x| self.block(x, &w, &rope, par_gemm));
-            if keep_hidden {
-                hiddens
-                    .iter_mut()
-                    .zip(&states)
-                    .for_each(|(h, x)| h.push(x.clone()));
-            }
-        }
+        let (states, hiddens) = self.run_layers(batch, keep_hidden, None)?;
 
         let norm = self.weights.decode("model.norm.weight")?;
         let normed: Vec<Vec<f32>> = states
@@ -181,8 +177,96 @@ impl<'a> Model<'a> {
             .collect())
     }
 
+    /// Runs the decoder layers (not the final norm or LM head) on every sequence of `batch` and
+    /// reports every [`Tap`] to `obs`, then the final norm's output. No logits are computed.
+    pub fn observe_batch(&self, batch: &[&[u32]], obs: &mut dyn ActivationObserver) -> Result<()> {
+        let cfg = self.config();
+        let n_layers = cfg.num_hidden_layers as usize;
+        obs.begin_batch(batch.len());
+        let (states, _) = self.run_layers(batch, false, Some(&mut *obs))?;
+        let norm = self.weights.decode("model.norm.weight")?;
+        let shared: &dyn ActivationObserver = obs;
+        states.par_iter().enumerate().for_each(|(i, x)| {
+            let h = ops::rms_norm(x, &norm, cfg.rms_norm_eps);
+            shared.observe(i, n_layers, Tap::FinalNorm(&h));
+        });
+        obs.layer_done(n_layers);
+        Ok(())
+    }
+
+    /// Embeds every sequence and runs all decoder layers; returns the residual streams and, with
+    /// `keep_hidden`, a copy after each layer.
+    #[allow(clippy::type_complexity)]
+    fn run_layers(
+        &self,
+        batch: &[&[u32]],
+        keep_hidden: bool,
+        mut obs: Option<&mut dyn ActivationObserver>,
+    ) -> Result<(Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>)> {
+        let cfg = self.config();
+        let hidden = cfg.hidden_size as usize;
+        let vocab = self.vocab_size();
+        // One sequence: let gemm use the pool; several: one sequence per worker.
+        let par_gemm = batch.len() == 1;
+
+        let mut states = Vec::with_capacity(batch.len());
+        for tokens in batch {
+            let mut x = Vec::with_capacity(tokens.len() * hidden);
+            for &t in tokens.iter() {
+                let t = t as usize;
+                if t >= vocab {
+                    return Err(Error::Usage(format!(
+                        "token id {t} is outside the vocabulary of {vocab}"
+                    )));
+                }
+                x.extend(
+                    self.weights
+                        .decode_rows("model.embed_tokens.weight", t..t + 1)?,
+                );
+            }
+            states.push(x);
+        }
+        let longest = batch.iter().map(|t| t.len()).max().unwrap_or(0);
+        let rope = RopeTable::new(&self.inv_freq, longest);
+
+        let mut hiddens: Vec<Vec<Vec<f32>>> = vec![Vec::new(); batch.len()];
+        for l in 0..cfg.num_hidden_layers {
+            let w = self.weights.layer(l)?;
+            if l + 1 < cfg.num_hidden_layers {
+                self.weights.prefetch_layer(l + 1);
+            }
+            match obs.as_deref() {
+                None => states
+                    .par_iter_mut()
+                    .for_each(|x| self.block(x, &w, &rope, par_gemm, None)),
+                Some(o) => states.par_iter_mut().enumerate().for_each(|(i, x)| {
+                    self.block(x, &w, &rope, par_gemm, Some((o, i, l as usize)))
+                }),
+            }
+            if let Some(o) = obs.as_deref_mut() {
+                o.layer_done(l as usize);
+            }
+            if keep_hidden {
+                hiddens
+                    .iter_mut()
+                    .zip(&states)
+                    .for_each(|(h, x)| h.push(x.clone()));
+            }
+        }
+        Ok((states, hiddens))
+    }
+
     /// One decoder layer on one sequence's residual stream `x` (`[seq, hidden]`), in place.
-    fn block(&self, x: &mut [f32], w: &LayerWeights, rope: &RopeTable, par: bool) {
+    /// With `obs = (observer, sequence index, layer)`, reports each [`Tap`] as it is computed
+    /// (and copies the layer's input for [`Tap::Residual`]); without, does nothing extra.
+    fn block(
+        &self,
+        x: &mut [f32],
+        w: &LayerWeights,
+        rope: &RopeTable,
+        par: bool,
+        obs: Option<(&dyn ActivationObserver, usize, usize)>,
+    ) {
         let cfg = self.config();
         let d = cfg.hidden_size as usize;
         let seq = x.len() / d;
@@ -190,23 +274,36 @@ impl<'a> Model<'a> {
         let kv_heads = cfg.num_key_value_heads as usize;
         let hd = cfg.head_dim as usize;
         let ff = cfg.intermediate_size as usize;
+        let tap = |t: Tap<'_>| {
+            if let Some((o, s, l)) = obs {
+                o.observe(s, l, t);
+            }
+        };
+        let before = obs.map(|_| x.to_vec());
 
         let h = ops::rms_norm(x, &w.attn_norm, cfg.rms_norm_eps);
+        tap(Tap::AttnInput(&h));
         let mut q = ops::linear(&h, &w.q, w.q_bias.as_deref(), seq, d, par);
         let mut k = ops::linear(&h, &w.k, w.k_bias.as_deref(), seq, d, par);
         let v = ops::linear(&h, &w.v, w.v_bias.as_deref(), seq, d, par);
         ops::apply_rope(&mut q, heads, rope);
         ops::apply_rope(&mut k, kv_heads, rope);
         let a = ops::causal_attention(&q, &k, &v, seq, heads, kv_heads, hd);
+        tap(Tap::OProjInput(&a));
         let o = ops::linear(&a, &w.o, None, seq, heads * hd, par);
         x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
         let h = ops::rms_norm(x, &w.ffn_norm, cfg.rms_norm_eps);
+        tap(Tap::MlpInput(&h));
         let mut g = ops::linear(&h, &w.gate, None, seq, d, par);
         let u = ops::linear(&h, &w.up, None, seq, d, par);
         ops::swiglu(&mut g, &u);
+        tap(Tap::DownProjInput(&g));
         let down = ops::linear(&g, &w.down, None, seq, ff, par);
         x.iter_mut().zip(&down).for_each(|(x, o)| *x += o);
+        if let Some(before) = &before {
+            tap(Tap::Residual { before, after: x });
+        }
     }
 }
 

@@ -79,9 +79,13 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
-def forward(model_dir, tokens):
+def forward(model_dir, tokens, tap=None, weights=None):
+    """Logits [len(tokens), vocab]. `tap(layer, name, array)`, when given, sees the activations
+    that `reference_calibrate.py` aggregates: "attn_in", "o_in", "mlp_in", "down_in",
+    "residual" (a (before, after) pair) per layer, then "final_norm" at layer num_hidden_layers."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    w = load_weights(model_dir)
+    w = load_weights(model_dir) if weights is None else weights
+    tap = tap or (lambda *_: None)
     hidden = cfg["hidden_size"]
     n_heads = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads") or n_heads
@@ -98,7 +102,9 @@ def forward(model_dir, tokens):
     mask = np.triu(np.full((seq, seq), -np.inf), k=1)
     for layer in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{layer}."
+        x_in = x
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+        tap(layer, "attn_in", h)
 
         def proj(name):
             y = h @ w[p + f"self_attn.{name}.weight"].T
@@ -118,14 +124,20 @@ def forward(model_dir, tokens):
         probs = np.exp(scores)
         probs /= probs.sum(axis=-1, keepdims=True)
         attn = (probs @ v).transpose(1, 0, 2).reshape(seq, n_heads * head_dim)
+        tap(layer, "o_in", attn)
         x = x + attn @ w[p + "self_attn.o_proj.weight"].T
 
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        tap(layer, "mlp_in", h)
         gate = h @ w[p + "mlp.gate_proj.weight"].T
         up = h @ w[p + "mlp.up_proj.weight"].T
-        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+        act = gate / (1 + np.exp(-gate)) * up
+        tap(layer, "down_in", act)
+        x = x + act @ w[p + "mlp.down_proj.weight"].T
+        tap(layer, "residual", (x_in, x))
 
     x = rms_norm(x, w["model.norm.weight"], eps)
+    tap(cfg["num_hidden_layers"], "final_norm", x)
     head = w.get("lm_head.weight")
     if head is None or cfg.get("tie_word_embeddings", False):
         head = w["model.embed_tokens.weight"]
