@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 
 /// A text of a few thousand tokens (calibration text when present).
 fn text_file(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string("/work/shared/data/calib-text.txt")
-        .map(|t| t.chars().take(20_000).collect::<String>())
-        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(400));
+    let text: String = std::fs::read_to_string(common::sample_text())
+        .expect("fixtures/heldout.txt")
+        .chars()
+        .take(20_000)
+        .collect();
     let p = dir.join("text.txt");
     std::fs::write(&p, text).expect("write text");
     p
@@ -194,4 +196,29 @@ fn errors_are_one_line_and_write_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     assert!(!dir.path().join("no").exists());
+}
+
+#[test]
+fn gguf_model_gives_the_same_statistics_as_its_hf_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = text_file(dir.path());
+    let gguf = dir.path().join("m.gguf");
+    ok(&[
+        "-q",
+        "convert",
+        s(&fixture("llama-gqa")),
+        s(&gguf),
+        "--format",
+        "gguf",
+    ]);
+    let (from_hf, from_gguf) = (dir.path().join("hf.st"), dir.path().join("gguf.st"));
+    let args = ["--seed", "3"];
+    calibrate(&fixture("llama-gqa"), &data, &from_hf, &args);
+    calibrate(&gguf, &data, &from_gguf, &args);
+    // Same weights (GGUF q/k rows are un-permuted on load), same tokenizer, same windows.
+    let (a, b) = (
+        load_stats(&from_hf).unwrap(),
+        load_stats(&from_gguf).unwrap(),
+    );
+    assert_eq!(a.tensors, b.tensors);
 }

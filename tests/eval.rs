@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 /// A text of a few thousand tokens (calibration text when present).
 fn text_file(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string("/work/shared/data/calib-text.txt")
-        .map(|t| t.chars().take(20_000).collect::<String>())
-        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(400));
+    let text: String = std::fs::read_to_string(common::sample_text())
+        .expect("fixtures/heldout.txt")
+        .chars()
+        .take(20_000)
+        .collect();
     let p = dir.join("text.txt");
     std::fs::write(&p, text).expect("write text");
     p

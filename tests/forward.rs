@@ -110,9 +110,7 @@ fn out_of_vocabulary_token_is_an_error() {
 }
 
 fn paragraphs() -> Vec<String> {
-    let text = std::fs::read_to_string("/work/shared/data/calib-text.txt")
-        .or_else(|_| std::fs::read_to_string(common::root().join("fixtures/README.md")))
-        .expect("some text to tokenize");
+    let text = std::fs::read_to_string(common::sample_text()).expect("fixtures/heldout.txt");
     let mut paras: Vec<String> = text
         .split("\n\n")
         .filter(|p| p.trim().len() > 40)

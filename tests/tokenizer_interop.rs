@@ -34,13 +34,9 @@ fn python() -> PathBuf {
     p
 }
 
+/// Real text that is always there: the held-out tail of the calibration text (fixtures).
 fn calib() -> PathBuf {
-    let local = root().join("shared/data/calib-text.txt");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("/work/shared/data/calib-text.txt")
-    }
+    root().join("fixtures/heldout.txt")
 }
 
 fn py(args: &[&str]) {

@@ -12,6 +12,12 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("fixtures").join(name)
 }
 
+/// Real text that is always there: the held-out tail of the calibration text, committed with
+/// the fixtures (CI's copy of ../shared may sit anywhere).
+pub fn sample_text() -> PathBuf {
+    fixture("heldout.txt")
+}
+
 pub const MODELS: [&str; 4] = ["llama-gqa", "qwen2-bias", "mistral-spm", "llama-tied"];
 
 /// Runs `ckpt-opt ARGS` and returns its output.

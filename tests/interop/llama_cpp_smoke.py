@@ -6,7 +6,7 @@ Usage:
 
 * loads MODEL.gguf with llama_cpp.Llama(model_path, n_ctx=128, logits_all=True, verbose=False)
 * tokenizes the first --chars characters of --text (default
-  /work/shared/data/calib-text.txt) with llama.cpp (no BOS, no special-token
+  fixtures/heldout.txt) with llama.cpp (no BOS, no special-token
   parsing) and with the Python `tokenizers` package from HF_TOKENIZER_DIR/tokenizer.json
   (add_special_tokens=False); the id lists must be identical
 * evaluates the ids and checks that the logits are finite and have
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("hf_dir")
-    ap.add_argument("--text", default="/work/shared/data/calib-text.txt")
+    ap.add_argument("--text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "heldout.txt"))
     ap.add_argument("--chars", type=int, default=400)
     ap.add_argument("--allow-token-mismatch", action="store_true",
                     help="report differing token ids but do not fail on them (still evaluates llama.cpp's ids)")
