@@ -94,6 +94,7 @@ fn planned_tensor(
             ops: ops.clone(),
         },
         inline: None,
+        producer: None,
     }
 }
 
@@ -162,6 +163,7 @@ fn gguf_files(
                                 ops: Vec::new(),
                             },
                             inline: Some(bytes.clone()),
+                            producer: None,
                         },
                         None => planned_tensor(name, dtype, (t.start, t.len), recipes, sources),
                     }

@@ -93,8 +93,27 @@ fn rows_of(input: &Path, planned: &PlannedTensor, src: &SourceTensor) -> Result<
 
 /// Runs `plan` reading from `input`. On any error nothing is left at the target paths.
 pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<ExecStats> {
+    run(plan, Some(input), opts)
+}
+
+/// Runs a plan whose every tensor is inline or made by a [`TensorProducer`] (which reads its
+/// own inputs), e.g. a tensor-parallel reshard reading several rank files.
+///
+/// [`TensorProducer`]: super::TensorProducer
+pub fn execute_produced(plan: &Plan, opts: &ExecOptions) -> Result<ExecStats> {
+    run(plan, None, opts)
+}
+
+/// How one planned tensor is made, with its row geometry.
+enum Work {
+    Inline,
+    Rows(Rows),
+    Produced,
+}
+
+fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<ExecStats> {
     let started = Instant::now();
-    let sources = input.tensors();
+    let sources = input.map(|i| i.tensors()).unwrap_or_default();
     let staged = match plan.layout {
         OutputLayout::Folder => {
             if plan.target.exists() && !opts.force {
@@ -143,19 +162,43 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
     for (fi, file) in plan.files.iter().enumerate() {
         let mut per_file = Vec::with_capacity(file.tensors.len());
         for (ti, planned) in file.tensors.iter().enumerate() {
-            if let Some(bytes) = &planned.inline {
+            let (work, rows, widest, group) = if let Some(bytes) = &planned.inline {
                 outputs[fi].write_at(planned.offset, bytes)?;
-                per_file.push(None);
-                continue;
-            }
-            let src = &sources[planned.recipe.source_index];
-            let rows = rows_of(&input.file_paths()[src.file], planned, src)?;
-            let widest = rows.src_bytes.max(rows.dst_bytes).max(1);
+                (Work::Inline, 0, 1, 1)
+            } else if let Some(producer) = &planned.producer {
+                let (count, row_bytes) = (producer.rows(), producer.row_bytes());
+                if count.checked_mul(row_bytes) != Some(planned.len) {
+                    return Err(Error::tensor(
+                        plan.target.join(&file.name),
+                        &planned.name,
+                        format!(
+                            "planned {} bytes but its producer makes {count} rows of {row_bytes}",
+                            planned.len
+                        ),
+                    ));
+                }
+                let widest = row_bytes.max(producer.input_row_bytes()).max(1);
+                (Work::Produced, count, widest, producer.row_group().max(1))
+            } else {
+                let input = input.ok_or_else(|| {
+                    Error::tensor(
+                        plan.target.join(&file.name),
+                        &planned.name,
+                        "the plan reads a source tensor but no input checkpoint was given"
+                            .to_string(),
+                    )
+                })?;
+                let src = &sources[planned.recipe.source_index];
+                let rows = rows_of(&input.file_paths()[src.file], planned, src)?;
+                let (count, widest) = (rows.count, rows.src_bytes.max(rows.dst_bytes).max(1));
+                let group = rows.group;
+                (Work::Rows(rows), count, widest, group)
+            };
             let per_chunk = (opts.chunk_bytes / widest).max(1);
-            let per_chunk = (per_chunk / rows.group).max(1) * rows.group;
+            let per_chunk = (per_chunk / group).max(1) * group;
             let mut first = 0;
-            while first < rows.count {
-                let n = per_chunk.min(rows.count - first);
+            while first < rows {
+                let n = per_chunk.min(rows - first);
                 chunks.push(Chunk {
                     file: fi,
                     tensor: ti,
@@ -164,7 +207,7 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
                 });
                 first += n;
             }
-            per_file.push(Some(rows));
+            per_file.push(work);
         }
         geometry.push(per_file);
     }
@@ -183,12 +226,21 @@ pub fn execute(plan: &Plan, input: &Checkpoint, opts: &ExecOptions) -> Result<Ex
     pool.install(|| {
         chunks.par_iter().try_for_each(|chunk| {
             let planned = &plan.files[chunk.file].tensors[chunk.tensor];
-            // Only tensors made from a source have chunks, and those have their geometry.
-            let Some(rows) = &geometry[chunk.file][chunk.tensor] else {
-                return Ok(());
+            let out = &outputs[chunk.file];
+            let written = match (
+                &geometry[chunk.file][chunk.tensor],
+                input,
+                &planned.producer,
+            ) {
+                (Work::Rows(rows), Some(input), _) => {
+                    let src = &sources[planned.recipe.source_index];
+                    run_chunk(input, src, planned, rows, chunk, out)?
+                }
+                (Work::Produced, _, Some(producer)) => {
+                    produce_chunk(producer.as_ref(), planned, chunk, out)?
+                }
+                _ => 0,
             };
-            let src = &sources[planned.recipe.source_index];
-            let written = run_chunk(input, src, planned, rows, chunk, &outputs[chunk.file])?;
             bar.inc(written);
             Ok::<(), Error>(())
         })
@@ -309,6 +361,19 @@ fn run_chunk(
     Ok(chunk.rows * rows.dst_bytes)
 }
 
+fn produce_chunk(
+    producer: &dyn super::TensorProducer,
+    planned: &PlannedTensor,
+    chunk: &Chunk,
+    out: &AtomicFile,
+) -> Result<u64> {
+    let row_bytes = producer.row_bytes();
+    let mut dst = vec![0u8; (chunk.rows * row_bytes) as usize];
+    producer.produce(chunk.first_row, chunk.rows, &mut dst)?;
+    out.write_at(planned.offset + chunk.first_row * row_bytes, &dst)?;
+    Ok(dst.len() as u64)
+}
+
 fn progress_bar(show: bool, total: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
@@ -321,4 +386,106 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{PlannedFile, Recipe, TensorProducer};
+    use std::sync::Arc;
+
+    /// Row `r` is `row_bytes` copies of the byte `r`.
+    #[derive(Debug)]
+    struct Counting {
+        rows: u64,
+        row_bytes: u64,
+    }
+
+    impl TensorProducer for Counting {
+        fn rows(&self) -> u64 {
+            self.rows
+        }
+        fn row_bytes(&self) -> u64 {
+            self.row_bytes
+        }
+        fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
+            assert_eq!(dst.len() as u64, rows * self.row_bytes);
+            for (i, row) in dst.chunks_mut(self.row_bytes as usize).enumerate() {
+                row.fill((first_row + i as u64) as u8);
+            }
+            Ok(())
+        }
+    }
+
+    fn produced_plan(target: &Path, len: u64, producer: Counting) -> Plan {
+        Plan {
+            job: "test".into(),
+            target: target.to_path_buf(),
+            layout: OutputLayout::Files,
+            files: vec![PlannedFile {
+                name: "out.bin".into(),
+                size: 4 + len,
+                header: b"HEAD".to_vec(),
+                tensors: vec![PlannedTensor {
+                    name: "t".into(),
+                    dtype: "U8".into(),
+                    shape: vec![producer.rows, producer.row_bytes],
+                    offset: 4,
+                    len,
+                    recipe: Recipe {
+                        source: "produced".into(),
+                        source_index: usize::MAX,
+                        row_elements: producer.row_bytes,
+                        ops: Vec::new(),
+                    },
+                    inline: None,
+                    producer: Some(Arc::new(producer)),
+                }],
+            }],
+            side_files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn producer_rows_land_at_their_offsets_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = produced_plan(
+            dir.path(),
+            100 * 7,
+            Counting {
+                rows: 100,
+                row_bytes: 7,
+            },
+        );
+        let opts = ExecOptions {
+            threads: 2,
+            chunk_bytes: 20, // two rows per chunk: many chunks
+            ..ExecOptions::default()
+        };
+        execute_produced(&plan, &opts).unwrap();
+        let bytes = std::fs::read(dir.path().join("out.bin")).unwrap();
+        assert_eq!(&bytes[..4], b"HEAD");
+        for (r, row) in bytes[4..].chunks(7).enumerate() {
+            assert!(row.iter().all(|&b| b == r as u8), "row {r}");
+        }
+    }
+
+    #[test]
+    fn producer_size_disagreeing_with_plan_is_an_error_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = produced_plan(
+            dir.path(),
+            99,
+            Counting {
+                rows: 10,
+                row_bytes: 10,
+            },
+        );
+        let err = execute_produced(&plan, &ExecOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("producer makes 10 rows of 10"),
+            "{err}"
+        );
+        assert!(!dir.path().join("out.bin").exists());
+    }
 }

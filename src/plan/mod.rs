@@ -7,11 +7,13 @@
 
 mod exec;
 
-pub use exec::{execute, ExecOptions, ExecStats};
+pub use exec::{execute, execute_produced, ExecOptions, ExecStats};
 
+use crate::error::Result;
 use formats::Dtype;
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How the outputs land on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +86,35 @@ pub struct PlannedTensor {
     /// Data computed at plan time (for example llama.cpp's `rope_freqs`), written as is.
     #[serde(skip)]
     pub inline: Option<Vec<u8>>,
+    /// Made by a [`TensorProducer`] (slices of several inputs, gathers, quantization with
+    /// state) instead of row ops on one source; `recipe` then only describes it.
+    #[serde(skip)]
+    pub producer: Option<Arc<dyn TensorProducer>>,
+}
+
+/// Makes one output tensor in independent row ranges, for jobs whose output rows are not a
+/// row-for-row image of one source tensor (tensor-parallel slicing and merging, pruning
+/// gathers). The executor cuts `rows()` into chunks of at most its chunk size, calls
+/// `produce` for each on a worker thread and writes the bytes at the planned offset, so
+/// working memory stays `threads × chunk` whatever the tensor size. A producer reads its
+/// inputs itself (it holds them, e.g. `Arc<Checkpoint>`s of several rank files) and should
+/// release the input pages it has finished with.
+pub trait TensorProducer: Send + Sync + std::fmt::Debug {
+    /// Output rows; `rows() × row_bytes()` is the tensor's planned byte length.
+    fn rows(&self) -> u64;
+    /// Output bytes per row.
+    fn row_bytes(&self) -> u64;
+    /// Rows that must stay in one chunk (1 unless the producer needs whole groups).
+    fn row_group(&self) -> u64 {
+        1
+    }
+    /// Input bytes read per output row, to size chunks (defaults to `row_bytes`).
+    fn input_row_bytes(&self) -> u64 {
+        self.row_bytes()
+    }
+    /// Fills `dst` (exactly `rows × row_bytes()` bytes) with output rows
+    /// `first_row .. first_row + rows`.
+    fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()>;
 }
 
 /// How an output tensor is made from one input tensor.
