@@ -4,7 +4,7 @@
 mod gguf_to_gguf;
 mod gguf_to_hf;
 mod hf_to_gguf;
-mod hf_to_hf;
+pub(crate) mod hf_to_hf;
 
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};

@@ -151,7 +151,13 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
         .files
         .iter()
         .map(|f| {
-            let out = AtomicFile::create(&dir.join(&f.name), f.size)?;
+            let path = dir.join(&f.name);
+            // Rank folders (Megatron's `mp_rank_00/model.safetensors`) live below the target.
+            if let Some(parent) = path.parent().filter(|p| *p != dir) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| formats::FormatError::io(parent, "create folder", e))?;
+            }
+            let out = AtomicFile::create(&path, f.size)?;
             out.write_at(0, &f.header)?;
             Ok(out)
         })
@@ -272,9 +278,10 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
             std::fs::rename(&staged_root, &plan.target)
                 .map_err(|e| formats::FormatError::io(&plan.target, "rename", e))?;
         }
-        files = files
-            .into_iter()
-            .map(|p| plan.target.join(p.file_name().unwrap_or_default()))
+        files = plan
+            .files
+            .iter()
+            .map(|f| plan.target.join(&f.name))
             .collect();
     }
     Ok(ExecStats {
