@@ -10,6 +10,7 @@
 use super::layout::Parallel;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, ModelConfig};
+use formats::Dtype;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -17,16 +18,20 @@ use std::path::Path;
 pub const TRTLLM_MAPPING: &str = "mapping";
 
 /// TensorRT-LLM's dtype names are torch's without the `torch.` prefix.
-fn dtype_name(cfg: &ModelConfig) -> String {
-    cfg.torch_dtype.clone().unwrap_or_else(|| "bfloat16".into())
+fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F16 => "float16",
+        Dtype::F32 => "float32",
+        _ => "bfloat16",
+    }
 }
 
-/// The TensorRT-LLM config of `cfg` at `par`.
-pub fn trtllm_config(cfg: &ModelConfig, par: Parallel) -> Value {
+/// The TensorRT-LLM config of `cfg` at `par`, whose weights are `dtype`.
+pub fn trtllm_config(cfg: &ModelConfig, par: Parallel, dtype: Dtype) -> Value {
     let raw = &cfg.raw;
     json!({
         "architecture": cfg.architecture.hf_class(),
-        "dtype": dtype_name(cfg),
+        "dtype": dtype_name(dtype),
         "logits_dtype": "float32",
         "vocab_size": cfg.vocab_size,
         "max_position_embeddings": cfg.max_position_embeddings,
@@ -134,7 +139,7 @@ mod tests {
             "rope_scaling":{"rope_type":"linear","factor":2.0}}"#;
         let cfg = ModelConfig::from_json(Path::new("c.json"), json).unwrap();
         let par = Parallel { tp: 2, pp: 2 };
-        let tl = trtllm_config(&cfg, par);
+        let tl = trtllm_config(&cfg, par, Dtype::F16);
         assert_eq!(tl["mapping"]["world_size"], 4);
         let (hf, back_par) = hf_config_from_trtllm(Path::new("config.json"), &tl).unwrap();
         assert_eq!(back_par, par);
@@ -154,11 +159,11 @@ mod tests {
             r#"{"architectures":["LlamaForCausalLM"],"hidden_size":64,"num_attention_heads":8}"#,
         )
         .unwrap();
-        let mut tl = trtllm_config(&cfg, Parallel { tp: 2, pp: 1 });
+        let mut tl = trtllm_config(&cfg, Parallel { tp: 2, pp: 1 }, Dtype::BF16);
         tl["mapping"]["world_size"] = json!(3);
         let e = hf_config_from_trtllm(Path::new("config.json"), &tl).unwrap_err();
         assert!(e.to_string().contains("world_size 3"), "{e}");
-        let mut tl = trtllm_config(&cfg, Parallel { tp: 2, pp: 1 });
+        let mut tl = trtllm_config(&cfg, Parallel { tp: 2, pp: 1 }, Dtype::BF16);
         tl["quantization"]["quant_algo"] = json!("FP8");
         let e = hf_config_from_trtllm(Path::new("config.json"), &tl).unwrap_err();
         assert!(e.to_string().contains("unquantized"), "{e}");

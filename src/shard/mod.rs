@@ -112,7 +112,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
             .collect::<Result<Vec<_>>>()?
     };
     let config = match opts.layout {
-        ShardLayout::Trtllm => config::trtllm_config(cfg, par),
+        ShardLayout::Trtllm => config::trtllm_config(cfg, par, input.dtypes[0]),
         ShardLayout::Hf | ShardLayout::Megatron => input.hf_config.clone(),
     };
     side_files.push(SideFile::json("config.json", &config));
