@@ -115,6 +115,17 @@ pub trait TensorProducer: Send + Sync + std::fmt::Debug {
     /// Fills `dst` (exactly `rows × row_bytes()` bytes) with output rows
     /// `first_row .. first_row + rows`.
     fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()>;
+    /// When rows `first_row .. first_row + rows` are whole slices of the inputs (say, an mmap),
+    /// hands them to `write(byte offset within the chunk, bytes)` without a copy into a buffer
+    /// and returns true; false (the default) makes the executor call `produce` instead.
+    fn write_direct(
+        &self,
+        _first_row: u64,
+        _rows: u64,
+        _write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// How an output tensor is made from one input tensor.

@@ -240,9 +240,11 @@ fn stacked(lg: &Logical, name: String, blocks: Vec<Block>, vector: bool) -> Stor
 }
 
 /// Vocabulary rows of one rank: `padded / tp` rows, the ones past the true vocabulary zero.
-/// TensorRT-LLM pads to a multiple of tp (`_utils.py` `pad_vocab_size`, applied in
-/// `models/llama/convert.py` before `split_matrix_tp`); Megatron pads likewise and records
-/// the true size separately (`true_vocab_size` in `tools/checkpoint/loader_llama_mistral.py`).
+/// TensorRT-LLM's llama converter zero-pads `lm_head` to a multiple of tp (`_utils.py`
+/// `pad_vocab_size`, `models/llama/convert.py` before `split_matrix_tp`); a parallel
+/// embedding split on dim 0 is padded the same way, as modelopt's export does
+/// (`export/postprocess.py` `pad_embedding_lm_head`). Megatron pads likewise and records the
+/// true size separately (`true_vocab_size` in `tools/checkpoint/loader_llama_mistral.py`).
 fn vocab_rows(t: usize, vocab: u64, padded: u64, tp: u64, rank: u64) -> Vec<Block> {
     let per = padded / tp;
     let start = rank * per;

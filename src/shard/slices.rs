@@ -12,6 +12,9 @@ use crate::plan::TensorProducer;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Linux's default `fault_around_bytes`.
+const FAULT_AROUND: u64 = 64 << 10;
+
 /// Output rows `out_row..out_row+rows`, bytes `out_col..out_col+width` of each, from `src`.
 #[derive(Debug, Clone)]
 struct Run {
@@ -131,6 +134,55 @@ impl TensorProducer for SliceProducer {
         self.row_bytes
     }
 
+    /// A column segment spans its source's whole row in the mmap: chunks are sized by that.
+    fn input_row_bytes(&self) -> u64 {
+        self.runs
+            .iter()
+            .filter_map(|r| r.src.as_ref().map(|s| s.row_bytes))
+            .max()
+            .unwrap_or(0)
+            .max(self.row_bytes)
+    }
+
+    /// Chunks made only of whole-width runs are written straight from the mmaps.
+    fn write_direct(
+        &self,
+        first_row: u64,
+        rows: u64,
+        write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        let end = first_row + rows;
+        let rb = self.row_bytes;
+        let start = self
+            .runs
+            .partition_point(|r| r.out_row + r.rows <= first_row);
+        let runs = || self.runs[start..].iter().take_while(|r| r.out_row < end);
+        let whole = |r: &Run| {
+            r.src
+                .as_ref()
+                .is_some_and(|s| r.width == rb && s.row_bytes == rb)
+        };
+        if !runs().all(whole) {
+            return Ok(false);
+        }
+        for run in runs() {
+            let (a, b) = (
+                run.out_row.max(first_row),
+                (run.out_row + run.rows).min(end),
+            );
+            let Some(src) = &run.src else { continue };
+            let mapped = self.files[src.file].mapped(src.part);
+            let from = src.start + (src.row + (a - run.out_row)) * rb;
+            let len = (b - a) * rb;
+            write(
+                (a - first_row) * rb,
+                &mapped.bytes()[from as usize..(from + len) as usize],
+            )?;
+            release_rows(mapped, from, len);
+        }
+        Ok(true)
+    }
+
     fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
         let end = first_row + rows;
         let rb = self.row_bytes;
@@ -171,10 +223,18 @@ impl TensorProducer for SliceProducer {
                     dst[o..o + w].copy_from_slice(&all[s..s + w]);
                 }
             }
-            // Done with these input rows here; other outputs reading them fault them back in
-            // from the page cache, so the resident set stays bounded by the chunks in flight.
-            mapped.release(first_src, n * src.row_bytes);
+            release_rows(mapped, first_src, n * src.row_bytes);
         }
         Ok(())
     }
+}
+
+/// Done with these input bytes here; other outputs reading them fault them back in from the
+/// page cache, so the resident set stays bounded by the chunks in flight. The kernel maps up
+/// to 64 KiB around each fault ("fault-around"), possibly pages of rows, or of a neighbouring
+/// tensor, that another chunk already released: the margin drops those too (a page still in
+/// use elsewhere is simply faulted back).
+fn release_rows(mapped: &formats::mmap::MappedFile, from: u64, len: u64) {
+    let start = from.saturating_sub(FAULT_AROUND);
+    mapped.release(start, from + len + FAULT_AROUND - start);
 }
