@@ -1,19 +1,18 @@
 //! The copy program of one output tensor: runs of rows, each a column segment copied from
 //! one input tensor (or zeros), and the [`TensorProducer`] that executes it in row chunks.
 //!
-//! Whole-width runs are one `memcpy` of contiguous mmapped rows; narrower runs (row-parallel
-//! weights being split or merged) copy one segment per row.
+//! Inputs are read with positioned reads into a per-thread buffer, then written in one
+//! positioned write: whole-width runs read straight into place; column slices (row-parallel
+//! weights being split) read each row's segment; whole rows landing in part of the output
+//! rows (row-parallel weights being merged) are read as one span and copied row by row.
 
-use super::input::{Input, Piece};
+use super::input::{Input, Piece, Reader};
 use super::layout::{BlockSource, StoredTensor};
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::plan::TensorProducer;
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::path::Path;
 use std::sync::Arc;
-
-/// Linux's default `fault_around_bytes`.
-const FAULT_AROUND: u64 = 64 << 10;
 
 /// Output rows `out_row..out_row+rows`, bytes `out_col..out_col+width` of each, from `src`.
 #[derive(Debug, Clone)]
@@ -27,9 +26,8 @@ struct Run {
 
 #[derive(Debug, Clone)]
 struct Source {
-    file: usize,
-    /// Index of the input checkpoint's file holding the tensor, and the tensor's first byte.
-    part: usize,
+    file: Arc<Reader>,
+    /// Absolute offset of the source tensor's first byte in `file`.
     start: u64,
     row_bytes: u64,
     row: u64,
@@ -38,7 +36,6 @@ struct Source {
 
 /// Makes one output tensor from slices of the input rank files.
 pub struct SliceProducer {
-    files: Vec<Arc<Checkpoint>>,
     runs: Vec<Run>,
     rows: u64,
     row_bytes: u64,
@@ -54,9 +51,14 @@ impl std::fmt::Debug for SliceProducer {
     }
 }
 
+thread_local! {
+    /// (output chunk, input span) buffers of this worker, reused across chunks.
+    static BUFFERS: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
 impl SliceProducer {
     /// The copy program of output tensor `out` (element size `es`), from `input`'s pieces.
-    pub fn new(input: &Input, out: &StoredTensor, es: u64, target: &PathBuf) -> Result<Self> {
+    pub fn new(input: &Input, out: &StoredTensor, es: u64, target: &Path) -> Result<Self> {
         let width = out.width();
         let mut runs = Vec::new();
         let mut at = 0u64;
@@ -72,7 +74,9 @@ impl SliceProducer {
                 BlockSource::Logical { tensor, row, col } => {
                     let before = runs.len();
                     for p in &input.pieces[tensor] {
-                        if let Some(run) = overlap(p, at, block.rows, row, col, width, es) {
+                        let reader = &input.readers[p.file][p.tensor.file];
+                        let block = (at, block.rows, row, col, width);
+                        if let Some(run) = overlap(p, reader, block, es) {
                             runs.push(run);
                         }
                     }
@@ -93,17 +97,79 @@ impl SliceProducer {
         }
         runs.sort_by_key(|r| (r.out_row, r.out_col));
         Ok(SliceProducer {
-            files: input.files.clone(),
             runs,
             rows: out.rows(),
             row_bytes: width * es,
         })
     }
+
+    /// Fills `dst` with rows `first_row..first_row+rows`, reading column runs through `span`.
+    fn fill(&self, first_row: u64, rows: u64, dst: &mut [u8], span: &mut Vec<u8>) -> Result<()> {
+        let end = first_row + rows;
+        let rb = self.row_bytes;
+        // Runs are sorted by first row; skip those that end before the chunk.
+        let start = self
+            .runs
+            .partition_point(|r| r.out_row + r.rows <= first_row);
+        for run in self.runs[start..].iter().take_while(|r| r.out_row < end) {
+            let (a, b) = (
+                run.out_row.max(first_row),
+                (run.out_row + run.rows).min(end),
+            );
+            if a >= b {
+                continue;
+            }
+            let n = b - a;
+            let Some(src) = &run.src else {
+                for r in a..b {
+                    let o = ((r - first_row) * rb + run.out_col) as usize;
+                    dst[o..o + run.width as usize].fill(0);
+                }
+                continue;
+            };
+            let first_src = src.start + (src.row + (a - run.out_row)) * src.row_bytes;
+            if run.width == rb && run.width == src.row_bytes {
+                let o = ((a - first_row) * rb) as usize;
+                src.file
+                    .read_at(&mut dst[o..o + (n * rb) as usize], first_src)?;
+            } else if run.width < src.row_bytes {
+                // A column slice of wider rows (a row-parallel split): read only the segments,
+                // not the rows around them, which other ranks' outputs take.
+                let w = run.width as usize;
+                for i in 0..n {
+                    let o = ((a - first_row + i) * rb + run.out_col) as usize;
+                    let at = first_src + i * src.row_bytes + src.col;
+                    src.file.read_at(&mut dst[o..o + w], at)?;
+                }
+            } else {
+                // Whole source rows into part of each output row (a row-parallel merge): one
+                // read of the rows' span, then a segment per row.
+                let len = (n * src.row_bytes) as usize;
+                if span.len() < len {
+                    span.resize(len, 0);
+                }
+                src.file.read_at(&mut span[..len], first_src)?;
+                let w = run.width as usize;
+                for i in 0..n {
+                    let o = ((a - first_row + i) * rb + run.out_col) as usize;
+                    let s = (i * src.row_bytes + src.col) as usize;
+                    dst[o..o + w].copy_from_slice(&span[s..s + w]);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The part of piece `p` that output block rows `at..at+rows` (logical rows `row..`, columns
-/// `col..col+width`) need, as a run.
-fn overlap(p: &Piece, at: u64, rows: u64, row: u64, col: u64, width: u64, es: u64) -> Option<Run> {
+/// The part of piece `p` that an output block needs, as a run. `block` is (first output
+/// row, rows, first logical row, first logical column, columns).
+fn overlap(
+    p: &Piece,
+    reader: &Arc<Reader>,
+    block: (u64, u64, u64, u64, u64),
+    es: u64,
+) -> Option<Run> {
+    let (at, rows, row, col, width) = block;
     let (r0, r1) = (row.max(p.row), (row + rows).min(p.row + p.rows));
     let (c0, c1) = (col.max(p.col), (col + width).min(p.col + p.cols));
     if r0 >= r1 || c0 >= c1 {
@@ -115,8 +181,7 @@ fn overlap(p: &Piece, at: u64, rows: u64, row: u64, col: u64, width: u64, es: u6
         out_col: (c0 - col) * es,
         width: (c1 - c0) * es,
         src: Some(Source {
-            file: p.file,
-            part: p.tensor.file,
+            file: reader.clone(),
             start: p.tensor.start,
             row_bytes: p.row_bytes(),
             row: p.stored_row + (r0 - p.row),
@@ -134,7 +199,7 @@ impl TensorProducer for SliceProducer {
         self.row_bytes
     }
 
-    /// A column segment spans its source's whole row in the mmap: chunks are sized by that.
+    /// A column segment is read with its source's whole row: chunks are sized by that.
     fn input_row_bytes(&self) -> u64 {
         self.runs
             .iter()
@@ -144,97 +209,27 @@ impl TensorProducer for SliceProducer {
             .max(self.row_bytes)
     }
 
-    /// Chunks made only of whole-width runs are written straight from the mmaps.
+    fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
+        BUFFERS.with(|b| self.fill(first_row, rows, dst, &mut b.borrow_mut().1))
+    }
+
+    /// Every chunk is filled in this worker's reused buffer (no allocation, no zeroing) and
+    /// handed to the executor in one write.
     fn write_direct(
         &self,
         first_row: u64,
         rows: u64,
         write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
     ) -> Result<bool> {
-        let end = first_row + rows;
-        let rb = self.row_bytes;
-        let start = self
-            .runs
-            .partition_point(|r| r.out_row + r.rows <= first_row);
-        let runs = || self.runs[start..].iter().take_while(|r| r.out_row < end);
-        let whole = |r: &Run| {
-            r.src
-                .as_ref()
-                .is_some_and(|s| r.width == rb && s.row_bytes == rb)
-        };
-        if !runs().all(whole) {
-            return Ok(false);
-        }
-        for run in runs() {
-            let (a, b) = (
-                run.out_row.max(first_row),
-                (run.out_row + run.rows).min(end),
-            );
-            let Some(src) = &run.src else { continue };
-            let mapped = self.files[src.file].mapped(src.part);
-            let from = src.start + (src.row + (a - run.out_row)) * rb;
-            let len = (b - a) * rb;
-            write(
-                (a - first_row) * rb,
-                &mapped.bytes()[from as usize..(from + len) as usize],
-            )?;
-            release_rows(mapped, from, len);
-        }
+        BUFFERS.with(|b| {
+            let (out, span) = &mut *b.borrow_mut();
+            let len = (rows * self.row_bytes) as usize;
+            if out.len() < len {
+                out.resize(len, 0);
+            }
+            self.fill(first_row, rows, &mut out[..len], span)?;
+            write(0, &out[..len])
+        })?;
         Ok(true)
     }
-
-    fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
-        let end = first_row + rows;
-        let rb = self.row_bytes;
-        // Runs are sorted by first row; skip those that end before the chunk.
-        let start = self
-            .runs
-            .partition_point(|r| r.out_row + r.rows <= first_row);
-        for run in self.runs[start..].iter().take_while(|r| r.out_row < end) {
-            let (a, b) = (
-                run.out_row.max(first_row),
-                (run.out_row + run.rows).min(end),
-            );
-            if a >= b {
-                continue;
-            }
-            let Some(src) = &run.src else {
-                for r in a..b {
-                    let o = ((r - first_row) * rb + run.out_col) as usize;
-                    dst[o..o + run.width as usize].fill(0);
-                }
-                continue;
-            };
-            let ckpt = &self.files[src.file];
-            let mapped = ckpt.mapped(src.part);
-            let all = mapped.bytes();
-            let first_src = src.start + (src.row + (a - run.out_row)) * src.row_bytes;
-            let n = b - a;
-            if run.width == rb && run.width == src.row_bytes {
-                let o = ((a - first_row) * rb) as usize;
-                let len = (n * rb) as usize;
-                let s = first_src as usize;
-                dst[o..o + len].copy_from_slice(&all[s..s + len]);
-            } else {
-                for i in 0..n {
-                    let o = ((a - first_row + i) * rb + run.out_col) as usize;
-                    let s = (first_src + i * src.row_bytes + src.col) as usize;
-                    let w = run.width as usize;
-                    dst[o..o + w].copy_from_slice(&all[s..s + w]);
-                }
-            }
-            release_rows(mapped, first_src, n * src.row_bytes);
-        }
-        Ok(())
-    }
-}
-
-/// Done with these input bytes here; other outputs reading them fault them back in from the
-/// page cache, so the resident set stays bounded by the chunks in flight. The kernel maps up
-/// to 64 KiB around each fault ("fault-around"), possibly pages of rows, or of a neighbouring
-/// tensor, that another chunk already released: the margin drops those too (a page still in
-/// use elsewhere is simply faulted back).
-fn release_rows(mapped: &formats::mmap::MappedFile, from: u64, len: u64) {
-    let start = from.saturating_sub(FAULT_AROUND);
-    mapped.release(start, from + len + FAULT_AROUND - start);
 }
