@@ -116,9 +116,11 @@ fn from_table(t: &Map<String, Value>, base: &Path) -> std::result::Result<Recipe
             }
             Some(parts.join(","))
         }
-        Some(v) => return Err(format!(
+        Some(v) => {
+            return Err(format!(
             "field `drop_layers` must be a string like \"3,5-7\" or a list of indices, found {v}"
-        )),
+        ))
+        }
     };
     Ok(RecipeOptions {
         drop_layers,
