@@ -642,3 +642,69 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     assert!(json["params_after"].as_u64() < json["params_before"].as_u64());
     assert!(!out.exists());
 }
+
+/// Every fixture layout (GQA, Qwen2 q/k/v biases and NeoX rotary, Mistral with an explicit
+/// head_dim, tied embeddings with one KV head), pruned in every width at once with statistics
+/// computed on the fly: the HF result loads in the forward pass, and the same masks applied to
+/// the fixture's GGUF give the same logits.
+#[test]
+fn every_fixture_layout_prunes_in_both_formats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, attention) in [
+        ("llama-gqa", ["--target-num-attention-heads", "4"]),
+        ("qwen2-bias", ["--target-num-attention-heads", "2"]),
+        ("mistral-spm", ["--target-num-query-groups", "2"]),
+        ("llama-tied", ["--target-num-attention-heads", "2"]),
+    ] {
+        let hf_out = dir.path().join(format!("{name}-pruned"));
+        let masks_path = dir.path().join(format!("{name}.masks.safetensors"));
+        let (input, text) = (fixture(name), sample_text());
+        let mut args = vec![
+            "prune",
+            s(&input),
+            s(&hf_out),
+            "--target-hidden-size",
+            "192",
+            "--target-ffn-hidden-size",
+            "128",
+            "--calib-data",
+            s(&text),
+            "--calib-samples",
+            "4",
+            "--calib-seq-len",
+            "32",
+            "--emit-masks",
+            s(&masks_path),
+            "--quiet",
+        ];
+        args.extend(attention);
+        ok(&args);
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        ok(&[
+            "convert",
+            s(&fixture(name)),
+            s(&gguf),
+            "--format",
+            "gguf",
+            "--quiet",
+        ]);
+        let gguf_out = dir.path().join(format!("{name}-pruned.gguf"));
+        ok(&[
+            "prune",
+            s(&gguf),
+            s(&gguf_out),
+            "--apply-masks",
+            s(&masks_path),
+            "--quiet",
+        ]);
+        let ids: Vec<u32> = (0..21).map(|i| ((i * 7919 + 13) % 1000) as u32).collect();
+        let hf = logits_of(&hf_out, &ids);
+        let rel = rel_err(&logits_of(&gguf_out, &ids), &hf);
+        println!("{name}: pruned GGUF vs pruned HF rel_err {rel:.3e}");
+        assert!(rel < 1e-5, "{name}: rel_err {rel:e}");
+        let ckpt = Checkpoint::open(&hf_out).expect("opens");
+        let model = Model::load(&ckpt).expect("loads");
+        assert_eq!(model.config().hidden_size, 192, "{name}");
+        assert_eq!(model.config().intermediate_size, 128, "{name}");
+    }
+}

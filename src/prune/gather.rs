@@ -15,17 +15,28 @@ pub struct Gather {
     src_rows: u64,
     src_row_bytes: u64,
     rows: Option<Vec<u32>>,
-    /// Contiguous runs `(first byte, bytes)` of kept columns within a source row.
-    col_runs: Option<Vec<(usize, usize)>>,
+    cols: Option<Columns>,
     out_row_bytes: u64,
 }
+
+/// How kept columns are copied out of a row.
+enum Columns {
+    /// Long runs of consecutive columns: one `memcpy` per run `(first byte, bytes)`.
+    Runs(Vec<(usize, usize)>),
+    /// Scattered columns (short runs, e.g. hidden channels by importance): one fixed-size
+    /// element copy per column, which compiles to a plain load and store.
+    Elements { elem: usize, cols: Vec<u32> },
+}
+
+/// Mean run length (in elements) below which per-element copying beats a `memcpy` per run.
+const SHORT_RUN: usize = 16;
 
 impl std::fmt::Debug for Gather {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gather")
             .field("source", &self.src.name)
             .field("rows", &self.rows.as_ref().map(Vec::len))
-            .field("col_runs", &self.col_runs.as_ref().map(Vec::len))
+            .field("cols", &self.cols.is_some())
             .finish()
     }
 }
@@ -58,7 +69,7 @@ impl Gather {
                 return Err(fail(format!("row {bad} is out of range ({src_rows} rows)")));
             }
         }
-        let (col_runs, out_row_bytes) = match cols {
+        let (cols, out_row_bytes) = match cols {
             None => (None, src_row_bytes),
             Some(cols) => {
                 let Some(elem) = elem_bytes else {
@@ -72,11 +83,20 @@ impl Gather {
                         "column {bad} is out of range ({row_elements} per row)"
                     )));
                 }
-                let runs = runs_of(cols)
-                    .into_iter()
-                    .map(|(start, len)| (start * elem, len * elem))
-                    .collect();
-                (Some(runs), (cols.len() * elem) as u64)
+                let runs = runs_of(cols);
+                let how = if runs.len() * SHORT_RUN > cols.len() && elem <= 8 {
+                    Columns::Elements {
+                        elem,
+                        cols: cols.iter().map(|&c| c as u32).collect(),
+                    }
+                } else {
+                    Columns::Runs(
+                        runs.into_iter()
+                            .map(|(start, len)| (start * elem, len * elem))
+                            .collect(),
+                    )
+                };
+                (Some(how), (cols.len() * elem) as u64)
             }
         };
         Ok(Gather {
@@ -85,7 +105,7 @@ impl Gather {
             src_rows,
             src_row_bytes,
             rows: rows.map(|r| r.iter().map(|&i| i as u32).collect()),
-            col_runs,
+            cols,
             out_row_bytes,
         })
     }
@@ -110,6 +130,13 @@ fn runs_of(sorted: &[usize]) -> Vec<(usize, usize)> {
     runs
 }
 
+fn gather_elements<const N: usize>(row: &[u8], cols: &[u32], out: &mut [u8]) {
+    for (o, &c) in out.chunks_exact_mut(N).zip(cols) {
+        let s = c as usize * N;
+        o.copy_from_slice(&row[s..s + N]);
+    }
+}
+
 impl TensorProducer for Gather {
     fn rows(&self) -> u64 {
         self.rows.as_ref().map_or(self.src_rows, |r| r.len() as u64)
@@ -126,31 +153,43 @@ impl TensorProducer for Gather {
     fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
         let all = self.ckpt.bytes(&self.src);
         let (in_row, out_row) = (self.src_row_bytes as usize, self.out_row_bytes as usize);
-        let (mut lowest, mut highest) = (u64::MAX, 0u64);
+        // Kept rows are ascending, so the span from this chunk's first to last source row holds
+        // only rows this chunk read and rows nobody reads: releasing it whole (one madvise per
+        // chunk) drops nothing another chunk still needs.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         for (i, out) in dst
             .chunks_exact_mut(out_row)
             .take(rows as usize)
             .enumerate()
         {
             let r = self.source_row(first_row + i as u64);
-            lowest = lowest.min(r);
-            highest = highest.max(r);
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len == r => *len += 1,
+                _ => runs.push((r, 1)),
+            }
             let row = &all[r as usize * in_row..(r as usize + 1) * in_row];
-            match &self.col_runs {
+            match &self.cols {
                 None => out.copy_from_slice(row),
-                Some(runs) => {
+                Some(Columns::Runs(runs)) => {
                     let mut at = 0;
                     for &(start, len) in runs {
                         out[at..at + len].copy_from_slice(&row[start..start + len]);
                         at += len;
                     }
                 }
+                Some(Columns::Elements { elem, cols }) => match elem {
+                    1 => gather_elements::<1>(row, cols, out),
+                    2 => gather_elements::<2>(row, cols, out),
+                    4 => gather_elements::<4>(row, cols, out),
+                    _ => gather_elements::<8>(row, cols, out),
+                },
             }
         }
-        if lowest <= highest {
-            self.ckpt.mapped(self.src.file).release(
-                self.src.start + lowest * self.src_row_bytes,
-                (highest - lowest + 1) * self.src_row_bytes,
+        let mapped = self.ckpt.mapped(self.src.file);
+        if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+            mapped.release(
+                self.src.start + first.0 * self.src_row_bytes,
+                (last.0 + last.1 - first.0) * self.src_row_bytes,
             );
         }
         Ok(())
@@ -191,5 +230,32 @@ mod tests {
         let mut one = vec![0u8; 6];
         g.produce(1, 1, &mut one).unwrap();
         assert_eq!(&one, &out[6..]);
+    }
+
+    #[test]
+    fn scattered_columns_take_the_per_element_path_with_the_same_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        // 2 x 64 f32: element (r, c) = 100 r + c
+        let data: Vec<u8> = (0..2u32)
+            .flat_map(|r| (0..64u32).flat_map(move |c| ((100 * r + c) as f32).to_le_bytes()))
+            .collect();
+        let spec = formats::safetensors::TensorSpec::new("w", formats::Dtype::F32, vec![2, 64]);
+        formats::safetensors::write_file(&path, &[(spec, &data)], None).unwrap();
+        let ckpt = Arc::new(Checkpoint::open(&path).unwrap());
+        let src = ckpt.tensors()[0].clone();
+        let cols: Vec<usize> = (0..64).step_by(3).collect();
+        let g = Gather::new(ckpt, src, Some(4), None, Some(&cols)).unwrap();
+        assert!(matches!(g.cols, Some(Columns::Elements { elem: 4, .. })));
+        let mut out = vec![0u8; 2 * cols.len() * 4];
+        g.produce(0, 2, &mut out).unwrap();
+        let got: Vec<f32> = out
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let want: Vec<f32> = (0..2)
+            .flat_map(|r| cols.iter().map(move |&c| (100 * r + c) as f32))
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -614,7 +614,7 @@ pub fn plan_kept(
             }
         }
         Checkpoint::Gguf(model) => {
-            let metadata = rewrite::gguf_metadata(model.metadata(), &kept)
+            let metadata = rewrite::gguf_metadata(model.metadata(), &kept, params_after)
                 .map_err(|why| Error::config(ckpt.display_path(), why))?;
             let mut specs = Vec::with_capacity(outs.len());
             for o in &outs {

@@ -37,11 +37,13 @@ pub fn config_json(mut config: Value, kept: &Kept) -> Value {
     config
 }
 
-/// GGUF metadata with the pruned sizes (`split.*` keys dropped: the output is one file).
+/// GGUF metadata with the pruned sizes (`split.*` keys dropped: the output is one file) and
+/// `general.size_label` recomputed from `parameters` (gguf-py counts every tensor written).
 /// Errors name a size key stored per layer (an array), which this rewrite does not handle.
 pub fn gguf_metadata(
     metadata: &[(String, MetadataValue)],
     kept: &Kept,
+    parameters: u64,
 ) -> Result<Vec<(String, MetadataValue)>, String> {
     let t: Dims = kept.target();
     let arch = metadata
@@ -69,6 +71,9 @@ pub fn gguf_metadata(
                 ));
             }
             value = MetadataValue::U32(*n as u32);
+        }
+        if k == "general.size_label" {
+            value = MetadataValue::String(crate::export::gguf_meta::size_label(parameters));
         }
         if short == "attention.key_length" || short == "attention.value_length" {
             has_key_length = true;
@@ -150,7 +155,7 @@ mod tests {
             ),
             ("split.count".to_string(), MetadataValue::U16(2)),
         ];
-        let out = gguf_metadata(&md, &kept()).unwrap();
+        let out = gguf_metadata(&md, &kept(), 10).unwrap();
         let keys: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
