@@ -12,6 +12,7 @@ use ckpt_opt::calibrate::Dims;
 use ckpt_opt::checkpoint::Checkpoint;
 use ckpt_opt::forward::Model;
 use ckpt_opt::prune::masks;
+use ckpt_opt::prune::select::Kept;
 use common::{fails, fixture, ok, run_python, s, sample_text};
 use std::path::{Path, PathBuf};
 
@@ -707,4 +708,68 @@ fn every_fixture_layout_prunes_in_both_formats() {
         assert_eq!(model.config().hidden_size, 192, "{name}");
         assert_eq!(model.config().intermediate_size, 128, "{name}");
     }
+}
+
+/// Block-quantized GGUF tensors (Q8_0 `ffn_down` here) can lose rows (whole blocks) but not
+/// columns: hidden pruning gathers its rows; FFN pruning is refused naming it, nothing written.
+#[test]
+fn quantized_gguf_tensors_lose_rows_but_not_columns() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let q8 = dir.path().join("q8.gguf");
+    run_python("make_q8_gguf.py", &[s(&q8)]);
+    let dims = Dims {
+        layers: 1,
+        hidden: 32,
+        ffn: 64,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 16,
+    };
+    let mut hidden = Kept::all(dims);
+    hidden.hidden = (0..32).step_by(2).collect();
+    let hidden_masks = dir.path().join("hidden.safetensors");
+    masks::write(&hidden_masks, &hidden).expect("write masks");
+    let out = dir.path().join("hidden.gguf");
+    ok(&[
+        "prune",
+        s(&q8),
+        s(&out),
+        "--apply-masks",
+        s(&hidden_masks),
+        "--quiet",
+    ]);
+    let pruned = Checkpoint::open(&out).expect("opens");
+    let down = pruned
+        .tensors()
+        .into_iter()
+        .find(|t| t.name == "blk.0.ffn_down.weight")
+        .expect("ffn_down");
+    assert_eq!(down.shape, vec![16, 64]);
+    assert_eq!(down.ty.name(), "Q8_0");
+    // Rows 0, 2, 4, ... of the input, byte for byte (34 bytes per Q8_0 block, 2 per row).
+    let input = Checkpoint::open(&q8).expect("opens");
+    let src = input
+        .tensors()
+        .into_iter()
+        .find(|t| t.name == "blk.0.ffn_down.weight")
+        .expect("ffn_down");
+    let (a, b) = (input.bytes(&src), pruned.bytes(&down));
+    for (i, row) in b.chunks(68).enumerate() {
+        assert_eq!(row, &a[2 * i * 68..(2 * i + 1) * 68], "row {i}");
+    }
+
+    let mut ffn = Kept::all(dims);
+    ffn.ffn = vec![(0..32).collect()];
+    let ffn_masks = dir.path().join("ffn.safetensors");
+    masks::write(&ffn_masks, &ffn).expect("write masks");
+    let out = dir.path().join("ffn.gguf");
+    let err = fails(
+        &["prune", s(&q8), s(&out), "--apply-masks", s(&ffn_masks)],
+        1,
+    );
+    assert!(
+        err.contains("blk.0.ffn_down.weight") && err.contains("columns"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
