@@ -773,3 +773,21 @@ fn quantized_gguf_tensors_lose_rows_but_not_columns() {
     );
     assert!(!out.exists());
 }
+
+/// The `ppl` depth metric's view (the forward pass with a layer skipped) is the model with that
+/// layer dropped: same logits as the pruned folder.
+#[test]
+fn skipping_a_layer_in_the_forward_pass_equals_dropping_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("no-layer-1");
+    ok(&["prune", s(&model()), s(&out), "--drop-layers", "1", "--quiet"]);
+    let ids: Vec<u32> = (0..24).map(|i| ((i * 37 + 5) % 1000) as u32).collect();
+    let ckpt = Checkpoint::open(&model()).expect("opens");
+    let mut full = Model::load(&ckpt).expect("loads");
+    full.skip_layers(&[1]);
+    let skipped = full.forward(&ids).expect("forward");
+    let dropped = logits_of(&out, &ids);
+    assert_eq!(skipped, dropped);
+    full.skip_layers(&[]);
+    assert_ne!(full.forward(&ids).expect("forward"), dropped);
+}
