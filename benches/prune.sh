@@ -12,13 +12,14 @@
 # run (2 windows of 32 tokens): its values decide what is kept, not how fast slicing is.
 # Inputs are read once first, so every job starts from a warm page cache. The disk is shared, so
 # the baseline and the jobs run in turns, BENCH_REPS rounds (default 5), and each row reports the
-# median seconds and the largest peak RSS over its rounds. Threads: BENCH_THREADS (default 2).
+# median seconds and the largest peak RSS over its rounds. Threads: each ckpt-opt job runs with
+# every count in BENCH_THREADS (default "1 2").
 # Results in bench-data/prune.md.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 data="$root/bench-data"
-threads=${BENCH_THREADS:-2}
+threads_list=${BENCH_THREADS:-"1 2"}
 layers=${BENCH_LAYERS:-12}
 reps=${BENCH_REPS:-5}
 mkdir -p "$data"
@@ -55,27 +56,29 @@ row() { # job bytes secs rss base_gbps
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
-# name -> command, run in turns; per round: seconds and RSS appended to bench-data/prune-<name>.log
-jobs=(copy reshard ffn depth width)
+# name -> arguments; run in turns, per round: seconds and RSS appended to bench-data/prune-<name>.log
 declare -A args=(
   [ffn]="--target-ffn-hidden-size 4096"
   [depth]="--target-num-layers $((layers - 3))"
   [width]="--target-hidden-size 1536 --target-num-attention-heads 8"
 )
+jobs=(copy)
+for t in $threads_list; do jobs+=("reshard-j$t" "ffn-j$t" "depth-j$t" "width-j$t"); done
 declare -A written
 for j in "${jobs[@]}"; do : >"$data/prune-$j.log"; done
 for ((round = 1; round <= reps; round++)); do
   for j in "${jobs[@]}"; do
     out="$data/prune-out-$j"
     rm -rf "$out"
+    name=${j%-j*} t=${j##*-j}
     if [ "$j" = copy ]; then
       mkdir -p "$out"
       measure bash -c "cp '$model'/*.safetensors '$out/' && sync '$out'/*" >>"$data/prune-$j.log"
-    elif [ "$j" = reshard ]; then
-      measure "$bin" --quiet -j "$threads" convert "$model" "$out" --format hf >>"$data/prune-$j.log"
+    elif [ "$name" = reshard ]; then
+      measure "$bin" --quiet -j "$t" convert "$model" "$out" --format hf >>"$data/prune-$j.log"
     else
       # shellcheck disable=SC2086
-      measure "$bin" --quiet -j "$threads" prune "$model" "$out" --calib-stats "$stats" ${args[$j]} >>"$data/prune-$j.log"
+      measure "$bin" --quiet -j "$t" prune "$model" "$out" --calib-stats "$stats" ${args[$name]} >>"$data/prune-$j.log"
     fi
     written[$j]=$(out_bytes "$out")
     rm -rf "$out"
@@ -87,11 +90,13 @@ summary() { # job -> "median_seconds max_rss"
 read -r base_s base_rss < <(summary copy)
 base_gbps=$(awk -v b="$in_bytes" -v s="$base_s" 'BEGIN{printf "%.6f", b/1e9/s}')
 row "baseline: cp + sync" "$in_bytes" "$base_s" "$base_rss" "$base_gbps"
-read -r s rss < <(summary reshard)
-row "convert --format hf (reference)" "${written[reshard]}" "$s" "$rss" "$base_gbps"
-for j in ffn depth width; do
-  read -r s rss < <(summary "$j")
-  row "prune ${args[$j]}" "${written[$j]}" "$s" "$rss" "$base_gbps"
+for t in $threads_list; do
+  read -r s rss < <(summary "reshard-j$t")
+  row "-j $t convert --format hf (reference)" "${written[reshard-j$t]}" "$s" "$rss" "$base_gbps"
+  for name in ffn depth width; do
+    read -r s rss < <(summary "$name-j$t")
+    row "-j $t prune ${args[$name]}" "${written[$name-j$t]}" "$s" "$rss" "$base_gbps"
+  done
 done
-echo "($reps rounds, median seconds, -j $threads, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))" >>"$results"
+echo "($reps rounds in turns, median seconds, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))" >>"$results"
 cat "$results"
