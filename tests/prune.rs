@@ -780,7 +780,14 @@ fn quantized_gguf_tensors_lose_rows_but_not_columns() {
 fn skipping_a_layer_in_the_forward_pass_equals_dropping_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("no-layer-1");
-    ok(&["prune", s(&model()), s(&out), "--drop-layers", "1", "--quiet"]);
+    ok(&[
+        "prune",
+        s(&model()),
+        s(&out),
+        "--drop-layers",
+        "1",
+        "--quiet",
+    ]);
     let ids: Vec<u32> = (0..24).map(|i| ((i * 37 + 5) % 1000) as u32).collect();
     let ckpt = Checkpoint::open(&model()).expect("opens");
     let mut full = Model::load(&ckpt).expect("loads");
