@@ -258,4 +258,54 @@ mod tests {
             .collect();
         assert_eq!(got, want);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Any kept rows and columns, produced in any two chunks, give the naive gather of the
+        /// tensor: both column paths (runs and scattered elements) and the row release.
+        #[test]
+        fn gather_equals_the_naive_selection(
+            rows in 1usize..12,
+            cols in 1usize..80,
+            row_mask in proptest::collection::vec(proptest::bool::ANY, 12),
+            col_mask in proptest::collection::vec(proptest::bool::ANY, 80),
+            split in 0usize..12,
+        ) {
+            let kept_rows: Vec<usize> = (0..rows).filter(|&r| row_mask[r]).collect();
+            let kept_cols: Vec<usize> = (0..cols).filter(|&c| col_mask[c]).collect();
+            proptest::prop_assume!(!kept_rows.is_empty() && !kept_cols.is_empty());
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.safetensors");
+            let data: Vec<u8> = (0..rows * cols)
+                .flat_map(|i| (i as u16).to_le_bytes())
+                .collect();
+            let spec = formats::safetensors::TensorSpec::new(
+                "w",
+                formats::Dtype::BF16,
+                vec![rows as u64, cols as u64],
+            );
+            formats::safetensors::write_file(&path, &[(spec, &data)], None).unwrap();
+            let ckpt = Arc::new(Checkpoint::open(&path).unwrap());
+            let src = ckpt.tensors()[0].clone();
+            let g = Gather::new(ckpt, src, Some(2), Some(&kept_rows), Some(&kept_cols)).unwrap();
+            let out_rows = kept_rows.len();
+            let first = split.min(out_rows);
+            let mut out = vec![0u8; out_rows * kept_cols.len() * 2];
+            let at = first * kept_cols.len() * 2;
+            let (a, b) = out.split_at_mut(at);
+            if first > 0 {
+                g.produce(0, first as u64, a).unwrap();
+            }
+            if first < out_rows {
+                g.produce(first as u64, (out_rows - first) as u64, b).unwrap();
+            }
+            let want: Vec<u8> = kept_rows
+                .iter()
+                .flat_map(|&r| kept_cols.iter().map(move |&c| r * cols + c))
+                .flat_map(|i| (i as u16).to_le_bytes())
+                .collect();
+            proptest::prop_assert_eq!(out, want);
+        }
+    }
 }
