@@ -436,15 +436,24 @@ fn emitted_masks_applied_again_give_identical_bytes() {
         "--quiet",
     ]);
     let b = setup.path("b");
+    let report_path = setup.path("report.json");
     ok(&[
         "prune",
         s(&model()),
         s(&b),
         "--apply-masks",
         s(&masks_path),
+        "--report",
+        s(&report_path),
         "--quiet",
     ]);
     assert_eq!(folder_bytes(&a), folder_bytes(&b));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report written"))
+            .expect("JSON");
+    assert_eq!(report["params_before"], 3_528_960);
+    assert!(report["params_after"].as_u64() < report["params_before"].as_u64());
+    assert_eq!(report["after"]["num_key_value_heads"], 1);
     let kept = masks::read(&masks_path, model_dims()).expect("masks");
     assert_eq!(kept.layers.len(), 3);
     assert_eq!(kept.query_groups[0].len(), 1);
