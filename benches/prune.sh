@@ -14,7 +14,9 @@
 # the baseline and the jobs run in turns, BENCH_REPS rounds (default 5), and each row reports the
 # median seconds and the largest peak RSS over its rounds. Threads: each ckpt-opt job runs with
 # every count in BENCH_THREADS (default "1 2").
-# Results in bench-data/prune.md.
+# Results in bench-data/prune.md. On a machine without cargo or the Python packages, BENCH_BIN
+# (a built ckpt-opt), BENCH_MODEL (the model folder) and BENCH_STATS (its statistics file) skip
+# building, generating and calibrating.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -23,15 +25,20 @@ threads_list=${BENCH_THREADS:-"1 2"}
 layers=${BENCH_LAYERS:-12}
 reps=${BENCH_REPS:-5}
 mkdir -p "$data"
-bash scripts/python-env.sh
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/ckpt-opt"
-case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+model=${BENCH_MODEL:-"$data/llama-${layers}l"}
+stats=${BENCH_STATS:-"$data/llama-${layers}l.stats.safetensors"}
+if [ -n "${BENCH_BIN:-}" ]; then
+  bin=$BENCH_BIN
+else
+  cargo build --release --quiet
+  bin="${CARGO_TARGET_DIR:-target}/release/ckpt-opt"
+  case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac
+fi
 results="$data/prune.md"
-
-model="$data/llama-${layers}l"
-[ -f "$model/config.json" ] || .venv/bin/python benches/make_bench_model.py "$model" --layers "$layers"
-stats="$data/llama-${layers}l.stats.safetensors"
+if [ ! -f "$model/config.json" ]; then
+  bash scripts/python-env.sh
+  .venv/bin/python benches/make_bench_model.py "$model" --layers "$layers"
+fi
 [ -f "$stats" ] || "$bin" --quiet calibrate "$model" --data fixtures/heldout.txt -o "$stats" \
   --calib-samples 2 --calib-seq-len 32
 in_bytes=$(cat "$model"/*.safetensors | wc -c)
