@@ -337,14 +337,45 @@ pub fn calibrate(
     output: &Path,
     opts: &CalibrateOptions,
 ) -> Result<CalibrateReport> {
+    check_sampling(opts)?;
+    check_output_dir(output)?;
+    let (stats, seconds) = collect_stats(model_path, data_path, opts)?;
+    stats.write(output)?;
     let s = opts.sampling;
-    if s.samples == 0 {
+    Ok(CalibrateReport {
+        model: model_path.to_path_buf(),
+        data: data_path.to_path_buf(),
+        output: output.to_path_buf(),
+        samples: s.samples,
+        seq_len: s.seq_len,
+        seed: s.seed,
+        windows: stats.windows,
+        tokens: stats.tokens,
+        tensors: stats.tensors.len(),
+        seconds,
+        tokens_per_second: stats.tokens as f64 / seconds.max(1e-9),
+    })
+}
+
+fn check_sampling(opts: &CalibrateOptions) -> Result<()> {
+    if opts.sampling.samples == 0 {
         return Err(Error::Usage("--calib-samples must be at least 1".into()));
     }
-    if s.seq_len == 0 {
+    if opts.sampling.seq_len == 0 {
         return Err(Error::Usage("--calib-seq-len must be at least 1".into()));
     }
-    check_output_dir(output)?;
+    Ok(())
+}
+
+/// The statistics [`calibrate`] writes, kept in memory (pruning computes them on the fly), with
+/// the seconds the forward passes took.
+pub fn collect_stats(
+    model_path: &Path,
+    data_path: &Path,
+    opts: &CalibrateOptions,
+) -> Result<(CalibrationStats, f64)> {
+    check_sampling(opts)?;
+    let s = opts.sampling;
     let ckpt = Checkpoint::open(model_path)?;
     let model = Model::load(&ckpt)?;
     let (tok, tok_path) = crate::eval::load_checked_tokenizer(&ckpt, &model)?;
@@ -382,21 +413,7 @@ pub fn calibrate(
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
-    let stats = collector.finish(metadata);
-    stats.write(output)?;
-    Ok(CalibrateReport {
-        model: model_path.to_path_buf(),
-        data: data_path.to_path_buf(),
-        output: output.to_path_buf(),
-        samples: s.samples,
-        seq_len: s.seq_len,
-        seed: s.seed,
-        windows: stats.windows,
-        tokens: stats.tokens,
-        tensors: stats.tensors.len(),
-        seconds,
-        tokens_per_second: stats.tokens as f64 / seconds.max(1e-9),
-    })
+    Ok((collector.finish(metadata), seconds))
 }
 
 /// The output's folder must exist (checked before the model runs, so nothing is computed for a

@@ -16,6 +16,7 @@ pub mod import;
 pub mod inspect;
 pub mod model;
 pub mod plan;
+pub mod prune;
 pub mod shard;
 
 pub use error::{Error, Result};
