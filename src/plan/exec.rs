@@ -298,6 +298,24 @@ fn run_chunk(
                     row_bytes = row_bytes / from.size() * to.size();
                     dst
                 }
+                Op::QuantizeGgml { ty, ref importance } => {
+                    let row_elements = row_bytes / 4;
+                    let dst = quantize_chunk(input_bytes, ty, importance.as_deref(), row_elements)
+                        .map_err(|why| {
+                            let row = chunk.first_row + why.0 / row_elements.max(1) as u64;
+                            let reason = match why.1 {
+                                kernels::KernelError::NotFinite { index } => format!(
+                                    "row {row}, column {}: NaN or infinite weight (quantizing \
+                                     to {ty} stopped)",
+                                    index % row_elements.max(1)
+                                ),
+                                other => format!("quantizing to {ty}: {other}"),
+                            };
+                            Error::tensor(&input.file_paths()[src.file], &src.name, reason)
+                        })?;
+                    row_bytes = row_elements / ty.block_size() as usize * ty.type_size() as usize;
+                    dst
+                }
             };
             current = next;
         }
@@ -307,6 +325,38 @@ fn run_chunk(
         .mapped(src.file)
         .release(src.start + from as u64, (to - from) as u64);
     Ok(chunk.rows * rows.dst_bytes)
+}
+
+/// Quantizes little-endian f32 rows of `row_elements` values. On error returns the index of the
+/// offending value (for a non-finite input) with the kernel's error.
+fn quantize_chunk(
+    bytes: &[u8],
+    ty: formats::gguf::GgmlType,
+    importance: Option<&[f32]>,
+    row_elements: usize,
+) -> std::result::Result<Vec<u8>, (u64, kernels::KernelError)> {
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let len = kernels::cpu::ggml::quantized_len(ty, values.len()).map_err(|e| (0, e))?;
+    let mut dst = vec![0u8; len];
+    if let Some(w) = importance {
+        if w.len() != row_elements {
+            return Err((
+                0,
+                kernels::KernelError::ImportanceLength {
+                    row: w.len(),
+                    elements: row_elements,
+                },
+            ));
+        }
+    }
+    kernels::cpu::ggml::quantize(ty, &values, &mut dst, importance).map_err(|e| match e {
+        kernels::KernelError::NotFinite { index } => (index as u64, e),
+        other => (0, other),
+    })?;
+    Ok(dst)
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {

@@ -9,9 +9,11 @@ mod exec;
 
 pub use exec::{execute, ExecOptions, ExecStats};
 
+use formats::gguf::GgmlType;
 use formats::Dtype;
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How the outputs land on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +109,24 @@ pub enum Op {
     /// llama.cpp's rotary row order for q/k (see `model::permute`): rows regrouped within
     /// each of `n_head` heads; `inverse` undoes it (GGUF -> Hugging Face).
     PermuteQk { n_head: u64, inverse: bool },
+    /// f32 rows → GGML blocks of `ty` (`kernels::cpu::ggml::quantize`), each row on its own, so
+    /// a chunk of rows is independent of the others. `importance`: llama.cpp's imatrix, one
+    /// weight per column (`quant::gguf::importance_for`); the plan prints its length.
+    QuantizeGgml {
+        ty: GgmlType,
+        #[serde(rename = "importance_columns", serialize_with = "importance_len")]
+        importance: Option<Arc<[f32]>>,
+    },
+}
+
+fn importance_len<S: serde::Serializer>(
+    w: &Option<Arc<[f32]>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match w {
+        Some(w) => s.serialize_some(&w.len()),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
