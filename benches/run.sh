@@ -4,6 +4,8 @@
 #               bytes, made durable as ckpt-opt makes its outputs durable with fsync)
 #   reshard   = ckpt-opt convert MODEL OUT --format hf --max-shard-size 2GB   (same dtype)
 #   gguf-f16  = ckpt-opt convert MODEL OUT.gguf --format gguf --dtype f16     (bf16 -> f16 cast)
+#   gguf-q8_0, gguf-q4_0, gguf-q4_k_m = ckpt-opt convert MODEL OUT.gguf --format gguf --quant Q
+#               (bf16 -> GGML blocks; llama-quantize's job, timed on the bf16 input bytes)
 # for two model sizes (BENCH_LAYERS, default "12 24": about 1.1 GB and 2.2 GB of bf16), so peak
 # memory can be seen not to grow with the model. Inputs are read once first, so every job
 # starts from a warm page cache. Threads: BENCH_THREADS (default 2).
@@ -17,7 +19,7 @@ layers_list=${BENCH_LAYERS:-"12 24"}
 mkdir -p "$data"
 bash scripts/python-env.sh
 cargo build --release --quiet
-bin="$root/target/release/ckpt-opt"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/ckpt-opt"
 results="$data/results.md"
 echo "| model | job | seconds | GB/s | vs baseline | peak RSS MiB |" >"$results"
 echo "|---|---|---|---|---|---|" >>"$results"
@@ -42,7 +44,14 @@ for layers in $layers_list; do
   read -r _ base_s base_rss _ < <(measure copy "$bytes" -- bash -c "cp '$model'/*.safetensors '$data/out-copy/' && sync '$data'/out-copy/*")
   read -r _ hf_s hf_rss _ < <(measure reshard "$bytes" -- "$bin" --quiet -j "$threads" convert "$model" "$data/out-hf" --format hf --max-shard-size 2GB)
   read -r _ gg_s gg_rss _ < <(measure gguf "$bytes" -- "$bin" --quiet -j "$threads" convert "$model" "$data/out.gguf" --format gguf --dtype f16)
-  for row in "baseline(cp+sync) $base_s $base_rss" "reshard $hf_s $hf_rss" "gguf-f16 $gg_s $gg_rss"; do
+  rows=("baseline(cp+sync) $base_s $base_rss" "reshard $hf_s $hf_rss" "gguf-f16 $gg_s $gg_rss")
+  for quant in ${BENCH_QUANTS:-q8_0 q4_0 q4_k_m}; do
+    rm -f "$data/out-$quant.gguf"
+    read -r _ q_s q_rss _ < <(measure "$quant" "$bytes" -- "$bin" --quiet -j "$threads" convert "$model" "$data/out-$quant.gguf" --format gguf --quant "$quant")
+    rows+=("gguf-$quant $q_s $q_rss")
+    rm -f "$data/out-$quant.gguf"
+  done
+  for row in "${rows[@]}"; do
     read -r job s rss <<<"$row"
     awk -v m="${gb} GB" -v j="$job" -v s="$s" -v b="$bytes" -v base="$base_s" -v r="$rss" \
       'BEGIN{printf "| %s | %s | %.2f | %.2f | %.2fx | %s |\n", m, j, s, b/1e9/s, base/s, r}' >>"$results"

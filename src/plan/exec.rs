@@ -298,16 +298,22 @@ fn run_chunk(
                     row_bytes = row_bytes / from.size() * to.size();
                     dst
                 }
-                Op::QuantizeGgml { ty, ref importance } => {
-                    let row_elements = row_bytes / 4;
-                    let dst = quantize_chunk(input_bytes, ty, importance.as_deref(), row_elements)
-                        .map_err(|why| {
-                            let row = chunk.first_row + why.0 / row_elements.max(1) as u64;
-                            let reason = match why.1 {
-                                kernels::KernelError::NotFinite { index } => format!(
+                Op::QuantizeGgml {
+                    from,
+                    ty,
+                    ref importance,
+                } => {
+                    let row_elements = row_bytes / from.size();
+                    let dst =
+                        quantize_rows(input_bytes, from, ty, importance.as_deref(), row_elements)
+                            .map_err(|(index, e)| {
+                            let cols = row_elements.max(1) as u64;
+                            let row = chunk.first_row + index / cols;
+                            let reason = match e {
+                                kernels::KernelError::NotFinite { .. } => format!(
                                     "row {row}, column {}: NaN or infinite weight (quantizing \
                                      to {ty} stopped)",
-                                    index % row_elements.max(1)
+                                    index % cols
                                 ),
                                 other => format!("quantizing to {ty}: {other}"),
                             };
@@ -327,35 +333,46 @@ fn run_chunk(
     Ok(chunk.rows * rows.dst_bytes)
 }
 
-/// Quantizes little-endian f32 rows of `row_elements` values. On error returns the index of the
-/// offending value (for a non-finite input) with the kernel's error.
-fn quantize_chunk(
+/// Quantizes rows of `row_elements` little-endian `from` values, decoding about 64 Ki values at
+/// a time into one reused f32 buffer. On error returns the index of the offending value (for a
+/// non-finite input) with the kernel's error.
+fn quantize_rows(
     bytes: &[u8],
+    from: formats::Dtype,
     ty: formats::gguf::GgmlType,
     importance: Option<&[f32]>,
     row_elements: usize,
 ) -> std::result::Result<Vec<u8>, (u64, kernels::KernelError)> {
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let len = kernels::cpu::ggml::quantized_len(ty, values.len()).map_err(|e| (0, e))?;
-    let mut dst = vec![0u8; len];
+    use kernels::cpu::ggml;
+    let row_elements = row_elements.max(1);
+    let src_row = row_elements * from.size();
+    let dst_row = ggml::quantized_len(ty, row_elements).map_err(|e| (0, e))?;
+    let rows = bytes.len() / src_row;
     if let Some(w) = importance {
         if w.len() != row_elements {
-            return Err((
-                0,
-                kernels::KernelError::ImportanceLength {
-                    row: w.len(),
-                    elements: row_elements,
-                },
-            ));
+            let e = kernels::KernelError::ImportanceLength {
+                row: w.len(),
+                elements: row_elements,
+            };
+            return Err((0, e));
         }
     }
-    kernels::cpu::ggml::quantize(ty, &values, &mut dst, importance).map_err(|e| match e {
-        kernels::KernelError::NotFinite { index } => (index as u64, e),
-        other => (0, other),
-    })?;
+    let per = ((1 << 16) / row_elements).max(1);
+    let mut buf = vec![0f32; per.min(rows) * row_elements];
+    let mut dst = vec![0u8; rows * dst_row];
+    let mut r0 = 0;
+    while r0 < rows {
+        let k = per.min(rows - r0);
+        let vals = &mut buf[..k * row_elements];
+        kernels::cpu::cast::decode_f32(&bytes[r0 * src_row..(r0 + k) * src_row], from, vals)
+            .map_err(|e| (0, e))?;
+        let out = &mut dst[r0 * dst_row..(r0 + k) * dst_row];
+        ggml::quantize(ty, vals, out, importance).map_err(|e| match e {
+            kernels::KernelError::NotFinite { index } => ((r0 * row_elements + index) as u64, e),
+            other => (0, other),
+        })?;
+        r0 += k;
+    }
     Ok(dst)
 }
 

@@ -109,10 +109,12 @@ pub enum Op {
     /// llama.cpp's rotary row order for q/k (see `model::permute`): rows regrouped within
     /// each of `n_head` heads; `inverse` undoes it (GGUF -> Hugging Face).
     PermuteQk { n_head: u64, inverse: bool },
-    /// f32 rows → GGML blocks of `ty` (`kernels::cpu::ggml::quantize`), each row on its own, so
-    /// a chunk of rows is independent of the others. `importance`: llama.cpp's imatrix, one
-    /// weight per column (`quant::gguf::importance_for`); the plan prints its length.
+    /// Rows of float `from` → GGML blocks of `ty` (`kernels::cpu::ggml::quantize`), each row on
+    /// its own, so a chunk of rows is independent of the others. The rows are decoded to f32 a
+    /// few at a time into a small buffer (no chunk-sized f32 copy). `importance`: llama.cpp's
+    /// imatrix, one weight per column (`quant::gguf::importance_for`); the plan prints its length.
     QuantizeGgml {
+        from: Dtype,
         ty: GgmlType,
         #[serde(rename = "importance_columns", serialize_with = "importance_len")]
         importance: Option<Arc<[f32]>>,

@@ -312,15 +312,14 @@ impl QuantPlanner {
             Some((stats, path)) => importance_for(stats, path, gguf_name, ne0)?,
             None => None,
         };
-        let mut ops = Vec::new();
-        if from != formats::Dtype::F32 {
-            ops.push(Op::Cast {
+        Ok(TensorQuant {
+            ggml_type: ty,
+            ops: vec![Op::QuantizeGgml {
                 from,
-                to: formats::Dtype::F32,
-            });
-        }
-        ops.push(Op::QuantizeGgml { ty, importance });
-        Ok(TensorQuant { ggml_type: ty, ops })
+                ty,
+                importance,
+            }],
+        })
     }
 }
 

@@ -76,7 +76,7 @@ fn q2_k_finish(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
 fn q2_k_ref_block(x: &[f32], y: &mut [u8]) {
     const Q4SCALE: f32 = 15.0;
     let mut l = [0u8; QK_K];
-    let (mut laux, mut weights) = ([0u8; 16], [0f32; 16]);
+    let mut weights = [0f32; 16];
     let (mut mins, mut scales) = ([0f32; 16], [0f32; 16]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     for j in 0..QK_K / 16 {
@@ -89,7 +89,6 @@ fn q2_k_ref_block(x: &[f32], y: &mut [u8]) {
             xs,
             &weights,
             &mut l[16 * j..16 * j + 16],
-            &mut laux,
             -0.5,
             0.1,
             15,
@@ -129,7 +128,7 @@ fn q2_k_ref_block(x: &[f32], y: &mut [u8]) {
 
 fn q2_k_weighted_block(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK_K];
-    let (mut laux, mut weight) = ([0u8; 16], [0f32; 16]);
+    let mut weight = [0f32; 16];
     let (mut mins, mut scales, mut sw) = ([0f32; 16], [0f32; 16], [0f32; 16]);
     let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
     let mut sumx2 = 0f32;
@@ -150,7 +149,6 @@ fn q2_k_weighted_block(x: &[f32], y: &mut [u8], qw: &[f32]) {
             xs,
             Some(&weight),
             &mut l[16 * j..16 * j + 16],
-            &mut laux,
             -0.9,
             0.05,
             36,
@@ -366,7 +364,7 @@ fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], q: &mut [u8]) {
 /// The per-sub-block search shared by Q4_K and Q5_K (`nmax` 15 or 31), producing the six-bit
 /// scale/min levels, `d`/`dmin` (written at bytes 0 and 2) and the final levels `l`.
 fn k4_search(x: &[f32], y: &mut [u8], nmax: i32, qw: Option<&[f32]>, l: &mut [u8; QK_K]) {
-    let (mut laux, mut weights) = ([0u8; 32], [0f32; 32]);
+    let mut weights = [0f32; 32];
     let (mut mins, mut scales) = ([0f32; 8], [0f32; 8]);
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     match qw {
@@ -393,7 +391,6 @@ fn k4_search(x: &[f32], y: &mut [u8], nmax: i32, qw: Option<&[f32]>, l: &mut [u8
                     xs,
                     &weights,
                     &mut l[32 * j..32 * j + 32],
-                    &mut laux,
                     rmin,
                     rdelta,
                     nstep,
@@ -445,7 +442,6 @@ fn k4_search(x: &[f32], y: &mut [u8], nmax: i32, qw: Option<&[f32]>, l: &mut [u8
                     xs,
                     Some(&weights),
                     &mut l[32 * j..32 * j + 32],
-                    &mut laux,
                     -0.9,
                     0.05,
                     36,

@@ -236,24 +236,14 @@ pub fn quantize_q4_0_weighted(row: &[f32], dst: &mut [u8], qw: &[f32]) {
 /// `quantize_row_q4_1_impl`.
 pub fn quantize_q4_1_weighted(row: &[f32], dst: &mut [u8], qw: &[f32]) {
     let sigma2 = row_sigma2(row);
-    let (mut weight, mut l, mut aux) = ([0f32; QK], [0u8; QK], [0u8; QK]);
+    let (mut weight, mut l) = ([0f32; QK], [0u8; QK]);
     for ((x, y), w) in row
         .chunks_exact(QK)
         .zip(dst.chunks_exact_mut(20))
         .zip(qw.chunks_exact(QK))
     {
         row_weights(x, w, sigma2, &mut weight);
-        let (d, min) = make_qkx3_quants(
-            15,
-            x,
-            Some(&weight),
-            &mut l,
-            &mut aux,
-            -0.9,
-            0.05,
-            36,
-            false,
-        );
+        let (d, min) = make_qkx3_quants(15, x, Some(&weight), &mut l, -0.9, 0.05, 36, false);
         put_f16(y, 0, d);
         put_f16(y, 2, -min);
         for j in 0..QK / 2 {
@@ -283,24 +273,14 @@ pub fn quantize_q5_0_weighted(row: &[f32], dst: &mut [u8], qw: &[f32]) {
 /// `quantize_row_q5_1_impl`.
 pub fn quantize_q5_1_weighted(row: &[f32], dst: &mut [u8], qw: &[f32]) {
     let sigma2 = row_sigma2(row);
-    let (mut weight, mut l, mut aux) = ([0f32; QK], [0u8; QK], [0u8; QK]);
+    let (mut weight, mut l) = ([0f32; QK], [0u8; QK]);
     for ((x, y), w) in row
         .chunks_exact(QK)
         .zip(dst.chunks_exact_mut(24))
         .zip(qw.chunks_exact(QK))
     {
         row_weights(x, w, sigma2, &mut weight);
-        let (d, min) = make_qkx3_quants(
-            31,
-            x,
-            Some(&weight),
-            &mut l,
-            &mut aux,
-            -0.9,
-            0.05,
-            36,
-            false,
-        );
+        let (d, min) = make_qkx3_quants(31, x, Some(&weight), &mut l, -0.9, 0.05, 36, false);
         put_f16(y, 0, d);
         put_f16(y, 2, -min);
         let (qh, qs) = y[4..].split_at_mut(4);

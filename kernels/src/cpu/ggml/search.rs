@@ -179,7 +179,6 @@ pub(super) fn make_qkx2_quants(
     x: &[f32],
     weights: &[f32],
     l_out: &mut [u8],
-    laux: &mut [u8],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
@@ -208,8 +207,8 @@ pub(super) fn make_qkx2_quants(
         return (0.0, -min);
     }
     let nmaxf = nmax as f32;
-    let mut iscale = nmaxf / (max - min);
-    let mut scale = 1.0 / iscale;
+    let iscale = nmaxf / (max - min);
+    let scale = 1.0 / iscale;
     let mut best_error = 0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
@@ -221,41 +220,21 @@ pub(super) fn make_qkx2_quants(
     if nstep < 1 {
         return (scale, -min);
     }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                let diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error += weights[i] * diff;
-            }
-            if cur_error < best_error {
-                l_out[..n].copy_from_slice(&laux[..n]);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
+    let steps = Steps {
+        nmax,
+        rmin,
+        rdelta,
+        nstep,
+        use_mad,
+        clamp_to_range: false,
+    };
+    steps.refine(
+        x,
+        weights,
+        l_out,
+        (max, sum_w, sum_x),
+        (scale, min, best_error),
+    )
 }
 
 /// `make_qkx3_quants`: as [`make_qkx2_quants`] with x² weights when none are given and a
@@ -266,7 +245,6 @@ pub(super) fn make_qkx3_quants(
     x: &[f32],
     weights: Option<&[f32]>,
     l_out: &mut [u8],
-    laux: &mut [u8],
     rmin: f32,
     rdelta: f32,
     nstep: i32,
@@ -296,8 +274,8 @@ pub(super) fn make_qkx3_quants(
         return (0.0, -min);
     }
     let nmaxf = nmax as f32;
-    let mut iscale = nmaxf / (max - min);
-    let mut scale = 1.0 / iscale;
+    let iscale = nmaxf / (max - min);
+    let scale = 1.0 / iscale;
     let mut best_mad = 0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
@@ -309,46 +287,139 @@ pub(super) fn make_qkx3_quants(
     if nstep < 1 {
         return (scale, -min);
     }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let v = iscale * (x[i] - min);
-            let l = if v > 0.0 {
-                nearest_int(if v < nmaxf { v } else { nmaxf })
-            } else {
-                0
-            };
-            laux[i] = l as u8;
-            let w = weight(i);
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut mad = 0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                let diff = if use_mad { diff.abs() } else { diff * diff };
-                mad += weight(i) * diff;
-            }
-            if mad < best_mad {
-                l_out[..n].copy_from_slice(&laux[..n]);
-                best_mad = mad;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
+    // The weights the C code computes inline (x² when none are given), materialized once.
+    let mut w = [0f32; MAX_GROUP];
+    for i in 0..n {
+        w[i] = weight(i);
     }
-    (scale, -min)
+    let steps = Steps {
+        nmax,
+        rmin,
+        rdelta,
+        nstep,
+        use_mad,
+        clamp_to_range: true,
+    };
+    steps.refine(
+        x,
+        &w[..n],
+        l_out,
+        (max, sum_w, sum_x),
+        (scale, min, best_mad),
+    )
+}
+
+/// Largest group the searches see (Q4_K/Q5_K sub-blocks and the legacy blocks: 32).
+const MAX_GROUP: usize = 32;
+/// Candidate scales evaluated together (independent float chains for the CPU to overlap).
+const LANES: usize = 4;
+
+/// The candidate-scale loop shared by `make_qkx2_quants` and `make_qkx3_quants`:
+/// for `is` in `0..=nstep`, levels at inverse scale `(rmin + rdelta·is + nmax) / (max - min)`,
+/// a weighted least-squares fit of scale and min, kept when its error beats the best so far.
+///
+/// Evaluated [`LANES`] candidates at a time for speed, with results bit-identical to the
+/// sequential C loop: each candidate's sums are accumulated in element order exactly as in C
+/// (only different candidates are interleaved), and the candidates are then accepted or
+/// rejected in order. A candidate's levels depend on `min`, which changes only when a candidate
+/// is accepted; the candidates after an accepted one that changed `min` are discarded and
+/// recomputed with the new `min`.
+struct Steps {
+    nmax: i32,
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+    /// make_qkx3's guard: `v > 0 ? nearest_int(MIN(v, nmax)) : 0` instead of a clamp.
+    clamp_to_range: bool,
+}
+
+impl Steps {
+    /// Returns `(scale, -min)` from the initial `(scale, min, best_error)`.
+    fn refine(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        l_out: &mut [u8],
+        (max, sum_w, sum_x): (f32, f32, f32),
+        (mut scale, mut min, mut best): (f32, f32, f32),
+    ) -> (f32, f32) {
+        let n = x.len();
+        let (x, w) = (&x[..n], &w[..n]);
+        let nmaxf = self.nmax as f32;
+        let mut laux = [[0u8; MAX_GROUP]; LANES];
+        let mut is = 0;
+        while is <= self.nstep {
+            let lanes = ((self.nstep - is + 1) as usize).min(LANES);
+            for (j, lj) in laux.iter_mut().enumerate().take(lanes) {
+                let iscale =
+                    (self.rmin + self.rdelta * (is + j as i32) as f32 + nmaxf) / (max - min);
+                for i in 0..n {
+                    lj[i] = if self.clamp_to_range {
+                        // min is the best fit so far and can sit at or near max (make_qkx3).
+                        let v = iscale * (x[i] - min);
+                        if v > 0.0 {
+                            nearest_int(if v < nmaxf { v } else { nmaxf }) as u8
+                        } else {
+                            0
+                        }
+                    } else {
+                        nearest_int(iscale * (x[i] - min)).clamp(0, self.nmax) as u8
+                    };
+                }
+            }
+            let (mut sl, mut sl2, mut sxl) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
+            for i in 0..n {
+                let (wi, xi) = (w[i], x[i]);
+                for j in 0..LANES {
+                    let lf = laux[j][i] as f32;
+                    sl[j] += wi * lf;
+                    sl2[j] += wi * lf * lf;
+                    sxl[j] += wi * lf * xi;
+                }
+            }
+            let (mut ts, mut tm, mut ok) = ([0f32; LANES], [0f32; LANES], [false; LANES]);
+            for j in 0..LANES {
+                let d = sum_w * sl2[j] - sl[j] * sl[j];
+                ok[j] = d > 0.0;
+                ts[j] = (sum_w * sxl[j] - sum_x * sl[j]) / d;
+                tm[j] = (sl2[j] * sum_x - sl[j] * sxl[j]) / d;
+                if tm[j] > 0.0 {
+                    tm[j] = 0.0;
+                    ts[j] = sxl[j] / sl2[j];
+                }
+            }
+            let mut err = [0f32; LANES];
+            for i in 0..n {
+                let (wi, xi) = (w[i], x[i]);
+                for j in 0..LANES {
+                    let diff = ts[j] * laux[j][i] as f32 + tm[j] - xi;
+                    let diff = if self.use_mad {
+                        diff.abs()
+                    } else {
+                        diff * diff
+                    };
+                    err[j] += wi * diff;
+                }
+            }
+            let mut advanced = lanes;
+            for j in 0..lanes {
+                if ok[j] && err[j] < best {
+                    l_out[..n].copy_from_slice(&laux[j][..n]);
+                    best = err[j];
+                    scale = ts[j];
+                    let moved = tm[j].to_bits() != min.to_bits();
+                    min = tm[j];
+                    if moved {
+                        advanced = j + 1;
+                        break;
+                    }
+                }
+            }
+            is += advanced as i32;
+        }
+        (scale, -min)
+    }
 }
 
 /// `make_qp_quants`: positive levels in `[0, nmax]` for the super-block's sub-scales, weighted
@@ -435,6 +506,248 @@ pub(super) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], quant_weigh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The sequential loops of ggml-quants.c as first ported (one candidate at a time), kept as
+    // the reference the interleaved `Steps::refine` must reproduce bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    fn make_qkx2_quants_sequential(
+        nmax: i32,
+        x: &[f32],
+        weights: &[f32],
+        l_out: &mut [u8],
+        laux: &mut [u8],
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+    ) -> (f32, f32) {
+        let n = x.len();
+        let (mut min, mut max) = (x[0], x[0]);
+        let mut sum_w = weights[0];
+        let mut sum_x = sum_w * x[0];
+        for i in 1..n {
+            if x[i] < min {
+                min = x[i];
+            }
+            if x[i] > max {
+                max = x[i];
+            }
+            let w = weights[i];
+            sum_w += w;
+            sum_x += w * x[i];
+        }
+        if min > 0.0 {
+            min = 0.0;
+        }
+        if max == min {
+            l_out[..n].fill(0);
+            return (0.0, -min);
+        }
+        let nmaxf = nmax as f32;
+        let mut iscale = nmaxf / (max - min);
+        let mut scale = 1.0 / iscale;
+        let mut best_error = 0f32;
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            l_out[i] = l as u8;
+            let diff = scale * l as f32 + min - x[i];
+            let diff = if use_mad { diff.abs() } else { diff * diff };
+            best_error += weights[i] * diff;
+        }
+        if nstep < 1 {
+            return (scale, -min);
+        }
+        for is in 0..=nstep {
+            iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+            for i in 0..n {
+                let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+                laux[i] = l as u8;
+                let w = weights[i];
+                let lf = l as f32;
+                sum_l += w * lf;
+                sum_l2 += w * lf * lf;
+                sum_xl += w * lf * x[i];
+            }
+            let d = sum_w * sum_l2 - sum_l * sum_l;
+            if d > 0.0 {
+                let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+                let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+                if this_min > 0.0 {
+                    this_min = 0.0;
+                    this_scale = sum_xl / sum_l2;
+                }
+                let mut cur_error = 0f32;
+                for i in 0..n {
+                    let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                    let diff = if use_mad { diff.abs() } else { diff * diff };
+                    cur_error += weights[i] * diff;
+                }
+                if cur_error < best_error {
+                    l_out[..n].copy_from_slice(&laux[..n]);
+                    best_error = cur_error;
+                    scale = this_scale;
+                    min = this_min;
+                }
+            }
+        }
+        (scale, -min)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_qkx3_quants_sequential(
+        nmax: i32,
+        x: &[f32],
+        weights: Option<&[f32]>,
+        l_out: &mut [u8],
+        laux: &mut [u8],
+        rmin: f32,
+        rdelta: f32,
+        nstep: i32,
+        use_mad: bool,
+    ) -> (f32, f32) {
+        let n = x.len();
+        let weight = |i: usize| weights.map_or(x[i] * x[i], |w| w[i]);
+        let (mut min, mut max) = (x[0], x[0]);
+        let mut sum_w = weight(0);
+        let mut sum_x = sum_w * x[0];
+        for i in 1..n {
+            if x[i] < min {
+                min = x[i];
+            }
+            if x[i] > max {
+                max = x[i];
+            }
+            let w = weight(i);
+            sum_w += w;
+            sum_x += w * x[i];
+        }
+        if min > 0.0 {
+            min = 0.0;
+        }
+        if max <= min {
+            l_out[..n].fill(0);
+            return (0.0, -min);
+        }
+        let nmaxf = nmax as f32;
+        let mut iscale = nmaxf / (max - min);
+        let mut scale = 1.0 / iscale;
+        let mut best_mad = 0f32;
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            l_out[i] = l as u8;
+            let diff = scale * l as f32 + min - x[i];
+            let diff = if use_mad { diff.abs() } else { diff * diff };
+            best_mad += weight(i) * diff;
+        }
+        if nstep < 1 {
+            return (scale, -min);
+        }
+        for is in 0..=nstep {
+            iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+            for i in 0..n {
+                let v = iscale * (x[i] - min);
+                let l = if v > 0.0 {
+                    nearest_int(if v < nmaxf { v } else { nmaxf })
+                } else {
+                    0
+                };
+                laux[i] = l as u8;
+                let w = weight(i);
+                let lf = l as f32;
+                sum_l += w * lf;
+                sum_l2 += w * lf * lf;
+                sum_xl += w * lf * x[i];
+            }
+            let d = sum_w * sum_l2 - sum_l * sum_l;
+            if d > 0.0 {
+                let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+                let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+                if this_min > 0.0 {
+                    this_min = 0.0;
+                    this_scale = sum_xl / sum_l2;
+                }
+                let mut mad = 0f32;
+                for i in 0..n {
+                    let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                    let diff = if use_mad { diff.abs() } else { diff * diff };
+                    mad += weight(i) * diff;
+                }
+                if mad < best_mad {
+                    l_out[..n].copy_from_slice(&laux[..n]);
+                    best_mad = mad;
+                    scale = this_scale;
+                    min = this_min;
+                }
+            }
+        }
+        (scale, -min)
+    }
+
+    fn data(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                match seed % 4 {
+                    0 => u,
+                    1 => u + 0.3, // all positive: min clamps to 0
+                    2 => {
+                        if i % 7 == 0 {
+                            u * 30.0
+                        } else {
+                            u
+                        }
+                    }
+                    _ => (u * 8.0).round() / 8.0, // ties and repeats
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn interleaved_search_equals_the_sequential_port() {
+        for seed in 0..4000u64 {
+            for (n, nmax, rmin, rdelta, nstep, mad) in [
+                (32usize, 15, -1.0f32, 0.1f32, 20, false),
+                (32, 31, -0.5, 0.1, 15, false),
+                (16, 3, -0.5, 0.1, 15, true),
+                (16, 3, -0.9, 0.05, 36, false),
+                (32, 15, -0.9, 0.05, 36, false),
+            ] {
+                let x = data(seed, n);
+                let w: Vec<f32> = x.iter().map(|v| 0.01 + v.abs()).collect();
+                let (mut a, mut b, mut aux) = ([0u8; 32], [0u8; 32], [0u8; 32]);
+                let fast = make_qkx2_quants(nmax, &x, &w, &mut a, rmin, rdelta, nstep, mad);
+                let slow = make_qkx2_quants_sequential(
+                    nmax, &x, &w, &mut b, &mut aux, rmin, rdelta, nstep, mad,
+                );
+                assert_eq!(
+                    (fast.0.to_bits(), fast.1.to_bits()),
+                    (slow.0.to_bits(), slow.1.to_bits()),
+                    "qkx2 seed {seed} n {n}"
+                );
+                assert_eq!(a, b, "qkx2 levels seed {seed}");
+                for weights in [None, Some(&w[..])] {
+                    let fast =
+                        make_qkx3_quants(nmax, &x, weights, &mut a, rmin, rdelta, nstep, mad);
+                    let slow = make_qkx3_quants_sequential(
+                        nmax, &x, weights, &mut b, &mut aux, rmin, rdelta, nstep, mad,
+                    );
+                    assert_eq!(
+                        (fast.0.to_bits(), fast.1.to_bits()),
+                        (slow.0.to_bits(), slow.1.to_bits()),
+                        "qkx3 seed {seed} n {n}"
+                    );
+                    assert_eq!(a, b, "qkx3 levels seed {seed}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even() {
