@@ -347,32 +347,38 @@ impl Steps {
         let n = x.len();
         let (x, w) = (&x[..n], &w[..n]);
         let nmaxf = self.nmax as f32;
-        let mut laux = [[0u8; MAX_GROUP]; LANES];
+        // Levels as f32, element-major: the LANES candidates of element i sit side by side, so
+        // the sums below read one vector per element instead of gathering from LANES arrays.
+        let mut lv = [[0f32; LANES]; MAX_GROUP];
         let mut is = 0;
         while is <= self.nstep {
             let lanes = ((self.nstep - is + 1) as usize).min(LANES);
-            for (j, lj) in laux.iter_mut().enumerate().take(lanes) {
-                let iscale =
-                    (self.rmin + self.rdelta * (is + j as i32) as f32 + nmaxf) / (max - min);
-                for i in 0..n {
-                    lj[i] = if self.clamp_to_range {
+            let mut iscale = [0f32; LANES];
+            for (j, v) in iscale.iter_mut().enumerate() {
+                *v = (self.rmin + self.rdelta * (is + j as i32) as f32 + nmaxf) / (max - min);
+            }
+            for i in 0..n {
+                let xm = x[i] - min;
+                for j in 0..LANES {
+                    let l = if self.clamp_to_range {
                         // min is the best fit so far and can sit at or near max (make_qkx3).
-                        let v = iscale * (x[i] - min);
+                        let v = iscale[j] * xm;
                         if v > 0.0 {
-                            nearest_int(if v < nmaxf { v } else { nmaxf }) as u8
+                            nearest_int(if v < nmaxf { v } else { nmaxf })
                         } else {
                             0
                         }
                     } else {
-                        nearest_int(iscale * (x[i] - min)).clamp(0, self.nmax) as u8
+                        nearest_int(iscale[j] * xm).clamp(0, self.nmax)
                     };
+                    lv[i][j] = l as f32;
                 }
             }
             let (mut sl, mut sl2, mut sxl) = ([0f32; LANES], [0f32; LANES], [0f32; LANES]);
             for i in 0..n {
                 let (wi, xi) = (w[i], x[i]);
                 for j in 0..LANES {
-                    let lf = laux[j][i] as f32;
+                    let lf = lv[i][j];
                     sl[j] += wi * lf;
                     sl2[j] += wi * lf * lf;
                     sxl[j] += wi * lf * xi;
@@ -393,7 +399,7 @@ impl Steps {
             for i in 0..n {
                 let (wi, xi) = (w[i], x[i]);
                 for j in 0..LANES {
-                    let diff = ts[j] * laux[j][i] as f32 + tm[j] - xi;
+                    let diff = ts[j] * lv[i][j] + tm[j] - xi;
                     let diff = if self.use_mad {
                         diff.abs()
                     } else {
@@ -405,7 +411,9 @@ impl Steps {
             let mut advanced = lanes;
             for j in 0..lanes {
                 if ok[j] && err[j] < best {
-                    l_out[..n].copy_from_slice(&laux[j][..n]);
+                    for i in 0..n {
+                        l_out[i] = lv[i][j] as u8;
+                    }
                     best = err[j];
                     scale = ts[j];
                     let moved = tm[j].to_bits() != min.to_bits();
