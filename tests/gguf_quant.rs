@@ -311,4 +311,58 @@ fn bad_quant_requests_are_usage_errors() {
         2,
     );
     assert!(err.contains("gguf"), "{err}");
+    // --imatrix must be calibration statistics: a model file is refused, naming it.
+    let not_stats = m.join("model.safetensors");
+    let err = fails(
+        &[
+            "-q",
+            "convert",
+            s(&m),
+            s(&out),
+            "--format",
+            "gguf",
+            "--quant",
+            "q4_k",
+            "--imatrix",
+            s(&not_stats),
+        ],
+        1,
+    );
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(!out.exists());
+}
+
+/// The plan is data: `--dry-run` shows each tensor's ggml type and its quantize op.
+#[test]
+fn dry_run_plan_shows_the_quantize_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.gguf");
+    let json = ok(&[
+        "convert",
+        s(&fixture("trained-llama")),
+        s(&out),
+        "--format",
+        "gguf",
+        "--quant",
+        "q4_k_m",
+        "--dry-run",
+    ]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let tensors: Vec<&Value> = v["plan"]["files"][0]["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let find = |name: &str| *tensors.iter().find(|t| t["name"] == name).unwrap();
+    let down = find("blk.3.ffn_down.weight");
+    assert_eq!(down["dtype"], "Q6_K");
+    assert_eq!(down["recipe"]["ops"][0]["op"], "quantize_ggml");
+    assert_eq!(down["recipe"]["ops"][0]["ty"], "Q6K");
+    assert_eq!(find("blk.0.ffn_down.weight")["dtype"], "Q4_K");
+    assert_eq!(find("blk.0.attn_norm.weight")["dtype"], "F32");
+    // q/k rows are permuted (source rows) before quantizing.
+    let q = &find("blk.0.attn_q.weight")["recipe"]["ops"];
+    assert_eq!(q[0]["op"], "permute_qk");
+    assert_eq!(q[1]["op"], "quantize_ggml");
+    assert!(!out.exists());
 }
