@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod model;
 pub mod plan;
 pub mod prune;
+pub mod quant;
 pub mod shard;
 
 pub use error::{Error, Result};

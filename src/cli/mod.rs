@@ -277,6 +277,13 @@ pub struct ConvertArgs {
     /// gguf output: general.name (default: the input folder's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// gguf output: quantize the weights as llama-quantize does: q8_0, q4_0, q4_1, q5_0, q5_1,
+    /// q2_k, q3_k, q4_k, q5_k, q6_k, or the mixes q4_k_s, q4_k_m, q5_k_m.
+    #[arg(long)]
+    pub quant: Option<String>,
+    /// With --quant: importance weights from `calibrate` statistics (llama.cpp's imatrix).
+    #[arg(long, requires = "quant")]
+    pub imatrix: Option<PathBuf>,
     /// Print the plan (outputs, tensors, recipes, bytes, memory estimate) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -441,6 +448,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     max_bytes: args.split_max_size,
                 },
                 model_name: args.name,
+                quant: args
+                    .quant
+                    .as_deref()
+                    .map(crate::quant::gguf::GgufQuant::parse)
+                    .transpose()?,
+                imatrix: args.imatrix,
             };
             if matches!(opts.format, OutputFormat::Hf)
                 && (args.split_max_size.is_some() || args.split_max_tensors.is_some())

@@ -1,6 +1,8 @@
 //! Finds the model's tensors in a checkpoint and decodes them to f32 one layer at a time, straight
 //! from the mmap. GGUF names are mapped to HF names and GGUF q/k rows are un-permuted back to the
 //! rotate-half layout, so the rest of the forward pass sees one (Hugging Face) convention.
+//! Block-quantized GGUF tensors (Q8_0, Q4_0..Q5_1, Q2_K..Q6_K) are dequantized on the fly with
+//! the `kernels::cpu::ggml` kernels, so `eval` measures a quantized file exactly as written.
 
 use crate::checkpoint::{Checkpoint, ElementType, SourceTensor};
 use crate::error::{Error, Result};
@@ -94,13 +96,25 @@ impl<'a> WeightIndex<'a> {
             .ok_or_else(|| Error::tensor(self.ckpt.display_path(), name, "missing"))
     }
 
-    fn dtype_of(&self, t: &SourceTensor) -> Result<formats::Dtype> {
+    fn dtype_of(&self, t: &SourceTensor) -> Result<Encoding> {
         match t.ty {
-            ElementType::Dense(d) if d.is_float() => Ok(d),
+            ElementType::Dense(d) if d.is_float() => Ok(Encoding::Dense(d)),
+            ElementType::Ggml(g) if kernels::cpu::ggml::is_supported(g) => {
+                // Rows must be whole blocks (ne[0] is the innermost, row, dimension).
+                let row_len = t.shape.last().copied().unwrap_or(1);
+                if row_len.is_multiple_of(g.block_size()) {
+                    Ok(Encoding::Blocks(g))
+                } else {
+                    Err(self.err(
+                        t,
+                        format!("rows of {row_len} values are not whole {g} blocks"),
+                    ))
+                }
+            }
             _ => Err(crate::checkpoint::unsupported_type(
                 self.ckpt,
                 t,
-                "used by the forward pass (dequantization is not supported yet)",
+                "used by the forward pass (no dequantization kernel for this type)",
             )),
         }
     }
@@ -111,7 +125,7 @@ impl<'a> WeightIndex<'a> {
         let dtype = self.dtype_of(t)?;
         let row_len = t.shape.iter().skip(1).product::<u64>() as usize;
         let bytes = self.ckpt.bytes(t);
-        let row_bytes = row_len * dtype.size();
+        let row_bytes = dtype.bytes_for(row_len);
         let src = bytes
             .get(rows.start * row_bytes..rows.end * row_bytes)
             .ok_or_else(|| self.err(t, format!("rows {rows:?} out of range")))?;
@@ -137,6 +151,8 @@ impl<'a> WeightIndex<'a> {
         let decode =
             |src: &[u8], out: &mut [f32]| decode_par(src, dtype, out).map_err(|e| self.err(t, e));
         match heads {
+            // Rows are whole blocks, so un-permuting the raw rows before dequantizing equals
+            // dequantizing then un-permuting (FORMATS.md 3.5), without an f32 copy.
             Some(n_head) => {
                 let mut unpermuted = vec![0u8; raw.len()];
                 let row_bytes = raw.len() / rows.max(1);
@@ -157,8 +173,7 @@ impl<'a> WeightIndex<'a> {
         };
         let dtype = self.dtype_of(t)?;
         let mut out = vec![0.0f32; t.numel() as usize];
-        kernels::cpu::cast::decode_f32(self.ckpt.bytes(t), dtype, &mut out)
-            .map_err(|e| self.err(t, e.to_string()))?;
+        decode_par(self.ckpt.bytes(t), dtype, &mut out).map_err(|e| self.err(t, e))?;
         Ok(Some(out))
     }
 
@@ -228,25 +243,59 @@ impl<'a> WeightIndex<'a> {
     }
 }
 
-/// `decode_f32` spread over the rayon pool in chunks (decoding a layer is otherwise serial).
-fn decode_par(
-    src: &[u8],
-    dtype: formats::Dtype,
-    out: &mut [f32],
-) -> std::result::Result<(), String> {
+/// How a tensor's bytes encode its values.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Dense(formats::Dtype),
+    /// GGML blocks along each row.
+    Blocks(formats::gguf::GgmlType),
+}
+
+impl Encoding {
+    /// Bytes of `n` values (`n` a whole number of blocks for block types).
+    fn bytes_for(self, n: usize) -> usize {
+        match self {
+            Encoding::Dense(d) => n * d.size(),
+            Encoding::Blocks(g) => n / g.block_size() as usize * g.type_size() as usize,
+        }
+    }
+}
+
+/// Decoding spread over the rayon pool in chunks (decoding a layer is otherwise serial).
+fn decode_par(src: &[u8], enc: Encoding, out: &mut [f32]) -> std::result::Result<(), String> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
-    let size = dtype.size();
-    if src.len() != out.len() * size {
-        return Err(format!(
-            "{} bytes for {} {} values",
-            src.len(),
-            out.len(),
-            dtype.name()
-        ));
+    match enc {
+        Encoding::Dense(dtype) => {
+            let size = dtype.size();
+            if src.len() != out.len() * size {
+                return Err(format!(
+                    "{} bytes for {} {} values",
+                    src.len(),
+                    out.len(),
+                    dtype.name()
+                ));
+            }
+            src.par_chunks(CHUNK * size)
+                .zip(out.par_chunks_mut(CHUNK))
+                .try_for_each(|(s, o)| kernels::cpu::cast::decode_f32(s, dtype, o))
+                .map_err(|e| e.to_string())
+        }
+        Encoding::Blocks(ty) => {
+            let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
+            let blocks = CHUNK / bs;
+            if !out.len().is_multiple_of(bs) || src.len() != out.len() / bs * ts {
+                return Err(format!(
+                    "{} bytes for {} {} values",
+                    src.len(),
+                    out.len(),
+                    ty.name()
+                ));
+            }
+            src.par_chunks(blocks * ts)
+                .zip(out.par_chunks_mut(blocks * bs))
+                .try_for_each(|(s, o)| kernels::cpu::ggml::dequantize(ty, s, o))
+                .map_err(|e| e.to_string())
+        }
     }
-    src.par_chunks(CHUNK * size)
-        .zip(out.par_chunks_mut(CHUNK))
-        .try_for_each(|(s, o)| kernels::cpu::cast::decode_f32(s, dtype, o))
-        .map_err(|e| e.to_string())
 }

@@ -1,0 +1,2 @@
+//! Quantization schemes.
+pub mod gguf;
