@@ -16,5 +16,6 @@ pub mod import;
 pub mod inspect;
 pub mod model;
 pub mod plan;
+pub mod quant;
 
 pub use error::{Error, Result};

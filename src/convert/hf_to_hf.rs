@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Files copied from the input folder when present.
-const CARRIED_FILES: &[&str] = &[
+pub(crate) const CARRIED_FILES: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

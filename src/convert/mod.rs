@@ -6,6 +6,8 @@ mod gguf_to_hf;
 mod hf_to_gguf;
 mod hf_to_hf;
 
+pub(crate) use hf_to_hf::CARRIED_FILES;
+
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
 use crate::plan::{Op, Plan, PlannedFile, PlannedTensor, Recipe};
