@@ -15,6 +15,9 @@
 //!   summed over the set's linears (modelopt `awq_lite` scores each linear's own output;
 //!   AutoAWQ scores the whole attention / MLP block, which our streaming forward pass does not
 //!   re-run per candidate);
+//! - the loss uses at most [`MAX_LOSS_ROWS`] output rows per linear (a strided subset) and
+//!   at most `calib::AWQ_MAX_SAMPLE_ROWS` calibration tokens per site (every k-th token), which
+//!   bounds the search's cost on wide models;
 //! - the identity scale (plain RTN) is a candidate too, so the chosen scale never does worse
 //!   than RTN on the calibration loss.
 //!
@@ -33,6 +36,8 @@ use std::sync::Mutex;
 
 /// Grid points of the ratio search (AutoAWQ `n_grid`).
 pub const N_GRID: usize = 20;
+/// Output rows of a linear the loss is evaluated on (a strided subset beyond this).
+pub const MAX_LOSS_ROWS: usize = 1024;
 /// Output rows per work item of the loss (bounds the scaled weight copy per thread).
 const ROW_BLOCK: usize = 64;
 
@@ -61,6 +66,11 @@ pub fn search_scale(
 ) -> (Option<f32>, Vec<f32>, f64, f64) {
     let rows = x.len() / cols.max(1);
     let w_mean = weight_mean(weights, cols, group);
+    let sampled: Vec<Vec<f32>> = weights
+        .iter()
+        .map(|w| sample_output_rows(w, cols))
+        .collect();
+    let weights: Vec<&[f32]> = sampled.iter().map(Vec::as_slice).collect();
     let reference: Vec<Vec<f32>> = weights
         .iter()
         .map(|w| ops::linear(x, w, None, rows, cols, true))
@@ -91,6 +101,19 @@ pub fn search_scale(
         }
     }
     (best_ratio, best, best_loss, rtn_loss)
+}
+
+/// Every `k`-th output row of `w`, so that at most [`MAX_LOSS_ROWS`] remain: the scale is per
+/// input channel and acts on every row alike, so a strided subset of rows estimates the loss
+/// at a fraction of the cost on wide layers.
+fn sample_output_rows(w: &[f32], cols: usize) -> Vec<f32> {
+    let out = w.len() / cols.max(1);
+    let stride = out.div_ceil(MAX_LOSS_ROWS).max(1);
+    w.chunks_exact(cols)
+        .step_by(stride)
+        .flatten()
+        .copied()
+        .collect()
 }
 
 /// `mean over rows of |w| / max|w| of its group`, per column, over every linear of the set.

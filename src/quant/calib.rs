@@ -25,7 +25,7 @@ pub struct CalibSource {
 }
 
 /// AWQ keeps at most this many input rows per site and layer for its loss.
-pub const AWQ_MAX_SAMPLE_ROWS: usize = 256;
+pub const AWQ_MAX_SAMPLE_ROWS: usize = 2048;
 
 pub const DEFAULT_SAMPLING: Sampling = Sampling {
     samples: 32,

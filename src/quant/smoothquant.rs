@@ -68,6 +68,37 @@ mod tests {
     }
 
     #[test]
+    fn folding_into_the_norm_keeps_the_layer_output() {
+        // linear(rms_norm(x, g)) == linear'(rms_norm(x, g / s)) with W' = W · diag(s).
+        let cols = 8;
+        let x: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * if i % cols == 2 { 30.0 } else { 1.0 })
+            .collect();
+        let g: Vec<f32> = (0..cols).map(|j| 0.5 + j as f32 / 10.0).collect();
+        let w: Vec<f32> = (0..3 * cols)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 10.0)
+            .collect();
+        let h = crate::forward::ops::rms_norm(&x, &g, 1e-6);
+        let act: Vec<f32> = (0..cols)
+            .map(|j| h.chunks(cols).map(|r| r[j].abs()).fold(0.0, f32::max))
+            .collect();
+        let mut col = vec![0.0f32; cols];
+        accumulate_column_absmax(&w, cols, &mut col);
+        let s = smoothing_factors(&act, &col, 0.5);
+        let g2: Vec<f32> = g.iter().zip(&s).map(|(g, s)| g / s).collect();
+        let w2: Vec<f32> = w
+            .chunks(cols)
+            .flat_map(|r| r.iter().zip(&s).map(|(v, s)| v * s).collect::<Vec<_>>())
+            .collect();
+        let y = crate::forward::ops::linear(&h, &w, None, 2, cols, false);
+        let h2 = crate::forward::ops::rms_norm(&x, &g2, 1e-6);
+        let y2 = crate::forward::ops::linear(&h2, &w2, None, 2, cols, false);
+        for (a, b) in y.iter().zip(&y2) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+
+    #[test]
     fn input_scale_after_smoothing() {
         let s = smoothed_input_scale(&[127.0, 254.0], &[1.0, 4.0]);
         assert_eq!(s, 1.0);
