@@ -37,7 +37,7 @@ use std::sync::Mutex;
 /// Grid points of the ratio search (AutoAWQ `n_grid`).
 pub const N_GRID: usize = 20;
 /// Output rows of a linear the loss is evaluated on (a strided subset beyond this).
-pub const MAX_LOSS_ROWS: usize = 1024;
+pub const MAX_LOSS_ROWS: usize = 512;
 /// Output rows per work item of the loss (bounds the scaled weight copy per thread).
 const ROW_BLOCK: usize = 64;
 

@@ -53,6 +53,11 @@ pub fn run(
         return Ok(Calibration::None);
     }
     let name = scheme.name();
+    if src.stats.is_some() && src.data.is_some() {
+        return Err(Error::Usage(
+            "give either --calib-data or --calib-stats, not both".into(),
+        ));
+    }
     if scheme == QuantScheme::Int4Awq {
         let Some(data) = &src.data else {
             return Err(Error::Usage(if src.stats.is_some() {
@@ -76,10 +81,7 @@ pub fn run(
         return Ok(Calibration::Awq(std::mem::take(&mut obs.choices)));
     }
     match (&src.stats, &src.data) {
-        (Some(_), Some(_)) => Err(Error::Usage(
-            "give either --calib-data or --calib-stats, not both".into(),
-        )),
-        (Some(path), None) => Ok(Calibration::Stats(calibrate::load_stats_for(path, cfg)?)),
+        (Some(path), _) => Ok(Calibration::Stats(calibrate::load_stats_for(path, cfg)?)),
         (None, Some(data)) => {
             let model = Model::load(ckpt)?;
             let windows = windows(ckpt, &model, data, src)?;

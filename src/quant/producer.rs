@@ -112,7 +112,8 @@ impl QuantProducer {
         Ok(w)
     }
 
-    /// Adds Σ w² and Σ (w − ŵ)² of effective weights (`/ s`) to the error sums.
+    /// Adds Σ w² and Σ (w − ŵ)² of effective weights (`/ s`) to the error sums (f32 within
+    /// a row, f64 across rows).
     fn record(&self, first: u64, scaled: &[f32], deq: &[f32]) {
         let Some(errors) = &self.errors else {
             return;
@@ -120,12 +121,24 @@ impl QuantProducer {
         let cols = self.cols() as usize;
         let (mut signal, mut noise) = (0.0f64, 0.0f64);
         for (w, q) in scaled.chunks_exact(cols).zip(deq.chunks_exact(cols)) {
-            for (j, (&a, &b)) in w.iter().zip(q).enumerate() {
-                let s = self.col_scale.as_ref().map_or(1.0, |s| s[j]);
-                let (a, b) = (f64::from(a / s), f64::from(b / s));
-                signal += a * a;
-                noise += (a - b) * (a - b);
+            let (mut a2, mut d2) = (0.0f32, 0.0f32);
+            match &self.col_scale {
+                None => {
+                    for (&a, &b) in w.iter().zip(q) {
+                        a2 += a * a;
+                        d2 += (a - b) * (a - b);
+                    }
+                }
+                Some(s) => {
+                    for ((&a, &b), &s) in w.iter().zip(q).zip(s.iter()) {
+                        let (a, b) = (a / s, b / s);
+                        a2 += a * a;
+                        d2 += (a - b) * (a - b);
+                    }
+                }
             }
+            signal += f64::from(a2);
+            noise += f64::from(d2);
         }
         errors.add(first, signal, noise);
     }
@@ -168,15 +181,16 @@ impl TensorProducer for QuantProducer {
             }
             Part::Int8Codes | Part::Int8Scales => {
                 let w = self.source_rows(first_row, rows)?;
-                let mut codes = vec![0i8; w.len()];
                 let mut scales = vec![0.0f32; rows as usize];
-                int8::quantize_int8_rows(&w, cols, &mut codes, &mut scales);
                 if self.part == Part::Int8Codes {
+                    let mut codes = vec![0i8; w.len()];
+                    int8::quantize_int8_rows(&w, cols, &mut codes, &mut scales);
                     dst.iter_mut().zip(&codes).for_each(|(d, &c)| *d = c as u8);
                     let mut deq = vec![0.0f32; w.len()];
                     int8::dequantize_int8_rows(&codes, cols, &scales, &mut deq);
                     self.record(first_row, &w, &deq);
                 } else {
+                    int8::int8_row_scales(&w, cols, &mut scales);
                     write_f32(&scales, dst);
                 }
             }
@@ -192,9 +206,8 @@ impl TensorProducer for QuantProducer {
             }
             Part::Int4Scales { group } => {
                 let w = self.source_rows(first_row, rows)?;
-                let mut codes = vec![0i8; w.len()];
                 let mut scales = vec![0.0f32; w.len() / group];
-                int4::quantize_int4_group_rows(&w, cols, group, &mut codes, &mut scales);
+                int4::int4_group_scales(&w, group, &mut scales);
                 write_f32(&scales, dst);
             }
         }

@@ -10,7 +10,7 @@
 //! giving a `[out / 2, in]` uint8 tensor (TensorRT-LLM unpacks it in
 //! `postprocess_weight_only_groupwise`).
 
-use super::scale::{amax, scale_for};
+use super::scale::{amax, round_half_even_small, scale_for};
 
 pub const INT4_MAX: f32 = 7.0;
 
@@ -39,8 +39,23 @@ pub fn quantize_int4_group_rows(
     {
         *s = scale_for(amax(g), INT4_MAX);
         for (c, &x) in q.iter_mut().zip(g) {
-            *c = (x / *s).round_ties_even().clamp(-8.0, 7.0) as i8;
+            *c = round_half_even_small(x / *s).clamp(-8.0, 7.0) as i8;
         }
+    }
+}
+
+/// Only the group scales of [`quantize_int4_group_rows`] (for a writer that emits them apart).
+///
+/// # Panics
+/// If `group` does not divide `w.len()` or `scales` is not one per group.
+pub fn int4_group_scales(w: &[f32], group: usize, scales: &mut [f32]) {
+    assert!(
+        group > 0 && w.len().is_multiple_of(group),
+        "int4: group must divide len"
+    );
+    assert_eq!(w.len() / group, scales.len(), "int4 scales: scale count");
+    for (g, s) in w.chunks_exact(group).zip(scales.iter_mut()) {
+        *s = scale_for(amax(g), INT4_MAX);
     }
 }
 
@@ -56,7 +71,7 @@ pub fn fake_quantize_int4_groups(w: &mut [f32], group: usize) {
     for g in w.chunks_exact_mut(group) {
         let s = scale_for(amax(g), INT4_MAX);
         for x in g.iter_mut() {
-            *x = (*x / s).round_ties_even().clamp(-8.0, 7.0) * s;
+            *x = round_half_even_small(*x / s).clamp(-8.0, 7.0) * s;
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `get_scaling_factor_from_weight` with group size 0, `to_quantized_weight` for `int8_wo` /
 //! `int8_sq`; TensorRT-LLM `per_channel_scale`). `round` is half-to-even, as `torch.round`.
 
-use super::scale::{amax, scale_for};
+use super::scale::{amax, round_half_even_small, scale_for};
 
 pub const INT8_MAX: f32 = 127.0;
 
@@ -21,8 +21,19 @@ pub fn quantize_int8_rows(w: &[f32], cols: usize, codes: &mut [i8], scales: &mut
     {
         *s = scale_for(amax(row), INT8_MAX);
         for (c, &x) in q.iter_mut().zip(row) {
-            *c = (x / *s).round_ties_even().clamp(-128.0, 127.0) as i8;
+            *c = round_half_even_small(x / *s).clamp(-128.0, 127.0) as i8;
         }
+    }
+}
+
+/// Only the per-row scales of [`quantize_int8_rows`] (for a writer that emits them apart).
+///
+/// # Panics
+/// If `w.len() != scales.len() * cols`.
+pub fn int8_row_scales(w: &[f32], cols: usize, scales: &mut [f32]) {
+    assert_eq!(w.len(), scales.len() * cols, "int8 scales: row count");
+    for (row, s) in w.chunks_exact(cols).zip(scales.iter_mut()) {
+        *s = scale_for(amax(row), INT8_MAX);
     }
 }
 
