@@ -5,6 +5,7 @@
 #   fp8        = quantize --quant fp8 --calib-stats STATS       (one amax pass + streaming)
 #   int8_wo    = quantize --quant int8_wo                        (no calibration)
 #   int4_awq   = quantize --quant int4_awq --calib-data TEXT     (forward pass + AWQ search + streaming)
+#   int4_awq_clip = the same with --awq-clip                    (+ the clip search)
 # Each job's baseline is `cp -r` of the folder it wrote + `sync` (the same bytes, copied and made
 # durable). Throughput is input bytes per second. Calibration and quantization times come from
 # the job's JSON report; peak RSS from /usr/bin/time -v.
@@ -45,15 +46,16 @@ echo "| job | wall s | CPU s (user+sys) | calibration s | quantization s | input
 echo "|---|---|---|---|---|---|---|---|---|" >>"$results"
 read -r cal_s cal_rss cal_cpu < <(measure "$data/cal.log" -- "$bin" --quiet -j "$threads" calibrate "$model" --data "$text" -o "$stats" --calib-samples "$samples" --calib-seq-len 128)
 echo "| calibrate ($samples x 128 tokens) | $cal_s | $cal_cpu | $cal_s | - | - | - | - | $cal_rss |" >>"$results"
-for job in ${BENCH_JOBS:-fp8 int8_wo int4_awq}; do
+for job in ${BENCH_JOBS:-fp8 int8_wo int4_awq int4_awq_clip}; do
   out="$data/out-$job"
   rm -rf "$out" "$out-copy"
   case $job in
     fp8) extra=(--calib-stats "$stats") ;;
     int8_wo) extra=() ;;
     int4_awq) extra=(--calib-data "$text" --calib-samples "$samples" --calib-seq-len 128) ;;
+    int4_awq_clip) extra=(--calib-data "$text" --calib-samples "$samples" --calib-seq-len 128 --awq-clip) ;;
   esac
-  read -r s rss cpu < <(measure "$data/$job.log" -- "$bin" -j "$threads" --json quantize "$model" "$out" --quant "$job" "${extra[@]}")
+  read -r s rss cpu < <(measure "$data/$job.log" -- "$bin" -j "$threads" --json quantize "$model" "$out" --quant "${job%_clip}" "${extra[@]}")
   calib=$(field "$data/$job.log.out" calibration_seconds)
   quant=$(field "$data/$job.log.out" quantization_seconds)
   read -r copy_s _ _ < <(measure "$data/copy.log" -- bash -c "cp -r '$out' '$out-copy' && sync '$out-copy'/*")

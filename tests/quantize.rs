@@ -49,21 +49,21 @@ fn every_scheme_dequantizes_within_its_bound_in_numpy() {
     let calib = calib_text(dir.path());
     for model in ["llama-gqa", "qwen2-bias"] {
         let m = fixture(model);
-        for scheme in ["fp8", "int8_wo", "int8_sq", "int4_rtn", "int4_awq"] {
-            let out = dir.path().join(format!("{model}-{scheme}"));
-            let r = quantize(
-                &m,
-                &out,
-                scheme,
-                &[
-                    "--calib-data",
-                    s(&calib),
-                    "--calib-samples",
-                    "4",
-                    "--calib-seq-len",
-                    "64",
-                ],
-            );
+        for (scheme, clip) in [
+            ("fp8", false),
+            ("int8_wo", false),
+            ("int8_sq", false),
+            ("int4_rtn", false),
+            ("int4_awq", false),
+            ("int4_awq", true),
+        ] {
+            let out = dir.path().join(format!("{model}-{scheme}-{clip}"));
+            let mut extra = vec!["--calib-data", s(&calib), "--calib-samples", "4"];
+            extra.extend_from_slice(&["--calib-seq-len", "64"]);
+            if clip {
+                extra.push("--awq-clip");
+            }
+            let r = quantize(&m, &out, scheme, &extra);
             assert_eq!(r["scheme"], scheme);
             assert_python_accepts(&m, &out, scheme);
             // The forward pass reads what was written.
@@ -127,10 +127,13 @@ fn awq_beats_rtn_in_kl_on_the_trained_fixture() {
     let heldout = common::sample_text();
     let eval = ["--eval-data", s(&heldout), "--eval-max-windows", "96"];
     let mut kl = Vec::new();
-    for scheme in ["int4_rtn", "int4_awq"] {
-        let out = dir.path().join(scheme);
+    for (scheme, clip) in [("int4_rtn", false), ("int4_awq", false), ("int4_awq", true)] {
+        let out = dir.path().join(format!("{scheme}-{clip}"));
         let mut extra = vec!["--calib-data", s(&calib), "--calib-samples", "32"];
         extra.extend_from_slice(&eval);
+        if clip {
+            extra.push("--awq-clip");
+        }
         let r = quantize(&m, &out, scheme, &extra);
         let model = &r["model"];
         assert!(model["teacher_perplexity"].as_f64().expect("ppl") > 1.0);
@@ -143,8 +146,17 @@ fn awq_beats_rtn_in_kl_on_the_trained_fixture() {
             }
         }
     }
-    eprintln!("KL int4_rtn {:.6e}, int4_awq {:.6e}", kl[0], kl[1]);
+    eprintln!(
+        "KL int4_rtn {:.6e}, int4_awq {:.6e}, with clip {:.6e}",
+        kl[0], kl[1], kl[2]
+    );
     assert!(kl[1] < kl[0], "AWQ {} must beat RTN {}", kl[1], kl[0]);
+    assert!(
+        kl[2] < kl[1],
+        "the clip search {} improves on AWQ scales alone {}",
+        kl[2],
+        kl[1]
+    );
 }
 
 #[test]
@@ -397,6 +409,18 @@ fn calibration_and_usage_errors() {
         2,
     );
     assert!(err.contains("q4_k_m"), "{err}");
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int4_rtn",
+            "--awq-clip",
+        ],
+        2,
+    );
+    assert!(err.contains("--awq-clip"), "{err}");
     let err = fails(
         &[
             "quantize",

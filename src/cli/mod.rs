@@ -100,6 +100,9 @@ pub struct QuantFlags {
     /// INT4 group size (input channels per scale).
     #[arg(long, default_value_t = crate::quant::DEFAULT_GROUP_SIZE)]
     pub group_size: usize,
+    /// int4_awq: also search a clip ratio per group (AutoAWQ's clip search; not for q/k).
+    #[arg(long)]
+    pub awq_clip: bool,
     /// Leave linears matching this glob unquantized (module or weight name; repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
@@ -491,6 +494,7 @@ fn run_quantize(
             }),
             batch: 8,
             progress,
+            awq_clip: f.awq_clip,
         },
         sq_alpha: f.sq_alpha,
         group_size: f.group_size,

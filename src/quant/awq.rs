@@ -185,6 +185,51 @@ fn block_loss(
     sum
 }
 
+/// Clip candidates per group: ratios `1 − i/20` for `i < CLIP_GRID` (AutoAWQ
+/// `_compute_best_clip`: `n_grid 20`, `max_shrink 0.5`).
+pub const CLIP_GRID: usize = 10;
+/// Calibration tokens the clip error is measured on (modelopt `awq_clip`'s
+/// `max_tokens_per_batch` 64; AutoAWQ samples 512 on a GPU).
+pub const CLIP_TOKENS: usize = 64;
+
+/// AWQ's clip search (AutoAWQ `_compute_best_clip`, symmetric): for every (row, group) of the
+/// column-scaled weight `w` (`[out, cols]`), the ratio `r` of the group's max |w| that minimizes
+/// `Σ_t (Σ_{k∈g} x[t,k] · (q_r(w)_k − w_k))²` over the input rows `x` (already divided by the
+/// AWQ scale), where `q_r` clamps to `±r·amax` and quantizes with scale `r·amax/7`. Returns
+/// `[out, cols / group]` ratios (1 where nothing beats plain rounding). AutoAWQ skips q/k.
+pub fn search_clip(x: &[f32], w: &[f32], cols: usize, group: usize) -> Vec<f32> {
+    use kernels::cpu::scale::{amax, round_half_even_small, scale_for};
+    let tokens = x.len() / cols.max(1);
+    w.par_chunks(cols)
+        .flat_map_iter(|row| {
+            let mut ratios = Vec::with_capacity(cols / group);
+            let mut d = vec![0.0f32; group];
+            for (gi, g) in row.chunks_exact(group).enumerate() {
+                let org = amax(g);
+                let (mut best, mut best_err) = (1.0f32, f64::INFINITY);
+                for i in 0..CLIP_GRID {
+                    let r = 1.0 - i as f32 / 20.0;
+                    let s = scale_for(org * r, kernels::cpu::int4::INT4_MAX);
+                    for (dk, &wk) in d.iter_mut().zip(g) {
+                        *dk = round_half_even_small((wk / s).clamp(-7.0, 7.0)) * s - wk;
+                    }
+                    let mut err = 0.0f64;
+                    for t in 0..tokens {
+                        let xs = &x[t * cols + gi * group..t * cols + (gi + 1) * group];
+                        let dot: f32 = xs.iter().zip(&d).map(|(a, b)| a * b).sum();
+                        err += f64::from(dot) * f64::from(dot);
+                    }
+                    if err < best_err {
+                        (best, best_err) = (r, err);
+                    }
+                }
+                ratios.push(best);
+            }
+            ratios
+        })
+        .collect()
+}
+
 /// The four input sites of a decoder layer and the linears that read each.
 const SITES: [&[&str]; 4] = [
     &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
@@ -211,7 +256,11 @@ pub struct AwqObserver<'a> {
     /// Every `stride`-th token of a sequence is kept as a sample row.
     stride: usize,
     slots: Vec<Mutex<[SiteBuf; 4]>>,
+    /// Run the clip search after the scale search.
+    clip: bool,
     pub choices: BTreeMap<String, AwqChoice>,
+    /// Clip ratios `[out, cols / group]` by module (with `clip`; not for q/k, as AutoAWQ).
+    pub clips: BTreeMap<String, Vec<f32>>,
     pub error: Option<Error>,
 }
 
@@ -222,6 +271,7 @@ impl<'a> AwqObserver<'a> {
         selected: Vec<String>,
         group: usize,
         stride: usize,
+        clip: bool,
     ) -> Result<Self> {
         Ok(AwqObserver {
             weights: WeightIndex::new(ckpt, cfg)?,
@@ -229,7 +279,9 @@ impl<'a> AwqObserver<'a> {
             group,
             stride: stride.max(1),
             slots: Vec::new(),
+            clip,
             choices: BTreeMap::new(),
+            clips: BTreeMap::new(),
             error: None,
         })
     }
@@ -273,6 +325,27 @@ impl<'a> AwqObserver<'a> {
             let refs: Vec<&[f32]> = decoded.iter().map(Vec::as_slice).collect();
             let (ratio, scale, loss, rtn_loss) =
                 search_scale(&buf.rows, &x_mean, &refs, cols, self.group);
+            if self.clip {
+                let step = (buf.tokens.min(buf.rows.len() / cols.max(1)) / CLIP_TOKENS).max(1);
+                let x: Vec<f32> = buf
+                    .rows
+                    .chunks_exact(cols)
+                    .step_by(step)
+                    .take(CLIP_TOKENS)
+                    .flat_map(|r| r.iter().zip(&scale).map(|(v, s)| v / s))
+                    .collect();
+                for (m, w) in modules.iter().zip(&decoded) {
+                    if m.ends_with("q_proj") || m.ends_with("k_proj") {
+                        continue;
+                    }
+                    let scaled: Vec<f32> = w
+                        .chunks_exact(cols)
+                        .flat_map(|r| r.iter().zip(&scale).map(|(v, s)| v * s))
+                        .collect();
+                    self.clips
+                        .insert(m.clone(), search_clip(&x, &scaled, cols, self.group));
+                }
+            }
             let choice = AwqChoice {
                 modules: modules.clone(),
                 ratio,

@@ -22,6 +22,8 @@ pub struct CalibSource {
     /// Windows per forward batch (statistics only; AWQ runs all windows as one batch).
     pub batch: usize,
     pub progress: bool,
+    /// AWQ: also search clip ratios.
+    pub awq_clip: bool,
 }
 
 /// AWQ keeps at most this many input rows per site and layer for its loss.
@@ -37,7 +39,8 @@ pub const DEFAULT_SAMPLING: Sampling = Sampling {
 pub enum Calibration {
     None,
     Stats(CalibrationStats),
-    Awq(BTreeMap<String, AwqChoice>),
+    /// AWQ scales by module, and clip ratios by module (with `--awq-clip`).
+    Awq(BTreeMap<String, AwqChoice>, BTreeMap<String, Vec<f32>>),
 }
 
 /// Runs the calibration `scheme` needs (none for int8_wo / int4_rtn).
@@ -72,13 +75,23 @@ pub fn run(
         let windows = windows(ckpt, &model, data, src)?;
         let tokens: usize = windows.iter().map(Vec::len).sum();
         let stride = tokens.div_ceil(AWQ_MAX_SAMPLE_ROWS).max(1);
-        let mut obs = AwqObserver::new(ckpt, cfg.clone(), selected.to_vec(), group, stride)?;
+        let mut obs = AwqObserver::new(
+            ckpt,
+            cfg.clone(),
+            selected.to_vec(),
+            group,
+            stride,
+            src.awq_clip,
+        )?;
         let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
         model.observe_batch(&refs, &mut obs)?;
         if let Some(e) = obs.error.take() {
             return Err(e);
         }
-        return Ok(Calibration::Awq(std::mem::take(&mut obs.choices)));
+        return Ok(Calibration::Awq(
+            std::mem::take(&mut obs.choices),
+            std::mem::take(&mut obs.clips),
+        ));
     }
     match (&src.stats, &src.data) {
         (Some(path), _) => Ok(Calibration::Stats(calibrate::load_stats_for(path, cfg)?)),

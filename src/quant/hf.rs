@@ -41,6 +41,8 @@ pub struct LinearState {
     pub input_scale: Option<f32>,
     /// FP8 per-tensor weight scale.
     pub fp8_scale: Option<f32>,
+    /// INT4 clip ratios `[out, in / group]` (AWQ clip search).
+    pub clip: Option<Arc<Vec<f32>>>,
     pub errors: Arc<ErrorSums>,
 }
 
@@ -95,6 +97,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                     dtype,
                     part,
                     col_scale: l.col_scale.clone(),
+                    clip: l.clip.clone(),
                     errors: errors.then(|| Arc::clone(&l.errors)),
                 })
             };

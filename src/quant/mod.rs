@@ -84,6 +84,12 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         }
     };
 
+    if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
+        return Err(Error::Usage(format!(
+            "--awq-clip applies to int4_awq, not {}",
+            scheme.name()
+        )));
+    }
     // Which linears, checked before any work.
     let sources = ckpt.tensors();
     let paths = ckpt.file_paths();
@@ -131,6 +137,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
             pre_quant_scale: None,
             input_scale: None,
             fp8_scale: None,
+            clip: None,
             errors: Arc::default(),
         })
         .collect();
@@ -154,9 +161,10 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 &mut norm_divisors,
             )?;
         }
-        (Calibration::Awq(choices), _) => {
+        (Calibration::Awq(choices, clips), _) => {
             let mut seen = std::collections::BTreeSet::new();
             for l in linears.iter_mut() {
+                l.clip = clips.get(&l.module).cloned().map(Arc::new);
                 if let Some(c) = choices.get(&l.module) {
                     if c.ratio.is_some() {
                         l.pre_quant_scale = Some(c.scale.iter().map(|s| 1.0 / s).collect());

@@ -53,6 +53,8 @@ pub struct QuantProducer {
     pub part: Part,
     /// Column multiplier `s` (SmoothQuant / AWQ); the effective weight is `ŵ / s`.
     pub col_scale: Option<Arc<Vec<f32>>>,
+    /// INT4 clip ratios `[out, in / group]` (AWQ clip search); `None`: ratio 1.
+    pub clip: Option<Arc<Vec<f32>>>,
     /// Where the codes producer adds its error sums (`None` for scale producers).
     pub errors: Option<Arc<ErrorSums>>,
 }
@@ -110,6 +112,28 @@ impl QuantProducer {
             }
         }
         Ok(w)
+    }
+
+    /// INT4 codes and scales of source rows starting at `first` (clipped when there are
+    /// clip ratios).
+    fn quantize_int4(
+        &self,
+        first: u64,
+        w: &[f32],
+        group: usize,
+        codes: &mut [i8],
+        scales: &mut [f32],
+    ) {
+        let cols = self.cols() as usize;
+        match &self.clip {
+            Some(clip) => {
+                let per_row = cols / group;
+                let from = first as usize * per_row;
+                let ratios = &clip[from..from + scales.len()];
+                int4::quantize_int4_group_rows_clipped(w, cols, group, ratios, codes, scales);
+            }
+            None => int4::quantize_int4_group_rows(w, cols, group, codes, scales),
+        }
     }
 
     /// Adds Σ w² and Σ (w − ŵ)² of effective weights (`/ s`) to the error sums (f32 within
@@ -198,7 +222,7 @@ impl TensorProducer for QuantProducer {
                 let w = self.source_rows(2 * first_row, 2 * rows)?;
                 let mut codes = vec![0i8; w.len()];
                 let mut scales = vec![0.0f32; w.len() / group];
-                int4::quantize_int4_group_rows(&w, cols, group, &mut codes, &mut scales);
+                self.quantize_int4(2 * first_row, &w, group, &mut codes, &mut scales);
                 int4::pack_int4_row_pairs(&codes, cols, dst);
                 let mut deq = vec![0.0f32; w.len()];
                 int4::dequantize_int4_group_rows(&codes, group, &scales, &mut deq);
@@ -207,7 +231,12 @@ impl TensorProducer for QuantProducer {
             Part::Int4Scales { group } => {
                 let w = self.source_rows(first_row, rows)?;
                 let mut scales = vec![0.0f32; w.len() / group];
-                int4::int4_group_scales(&w, group, &mut scales);
+                if self.clip.is_some() {
+                    let mut codes = vec![0i8; w.len()];
+                    self.quantize_int4(first_row, &w, group, &mut codes, &mut scales);
+                } else {
+                    int4::int4_group_scales(&w, group, &mut scales);
+                }
                 write_f32(&scales, dst);
             }
         }

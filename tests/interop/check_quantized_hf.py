@@ -12,7 +12,8 @@ linear with numpy, written from the layout description alone (not from our code)
         |w - w_hat| <= scale[row] / 2.
 - int4: weight U8 [out/2, in]: byte (i, k) holds row 2i in the low nibble and row 2i+1 in the
         high nibble, two's complement; weight_scale F32 [out, in/group];
-        |w - w_hat| <= scale[row, k // group] / 2.
+        |w - w_hat| <= scale[row, k // group] / 2, or |w| - 7 scale where AWQ's clip search
+        saturated the value (|w| > 7 scale).
 - pre_quant_scale F32 [in] (AWQ, SmoothQuant without a norm): the effective weight is
   w_hat * pqs[None, :] and the bound scales by pqs.
 - f32 rounding of the quotient w / scale: every bound gets |w| * 2^-20 of slack.
@@ -102,7 +103,11 @@ def main():
             group = w.shape[1] // scale.shape[1]
             per = np.repeat(scale, group, axis=1)
             w_hat = unpack_int4(codes) * per
-            bound = per / 2
+            # With AWQ's clip search a group's scale may be below amax/7: values beyond 7 * s
+            # saturate, so their error is |w| - 7 s (without clipping |w| <= 7 s everywhere).
+            pqs = to_f32(quant[m + ".pre_quant_scale"]) if m + ".pre_quant_scale" in quant else 1.0
+            bound = np.maximum(per / 2, np.abs(w / pqs) - 7 * per) if np.ndim(pqs) == 0 else \
+                np.maximum(per / 2, np.abs(w / pqs[None, :]) - 7 * per)
         # f32 arithmetic (the quotient w / scale, the product w * s) may move a value sitting on
         # a rounding boundary by an ulp: allow |w| * 2^-20 beyond the exact bound.
         bound = bound + np.abs(w) * 2.0**-20

@@ -44,6 +44,41 @@ pub fn quantize_int4_group_rows(
     }
 }
 
+/// [`quantize_int4_group_rows`] with a clip ratio per (row, group) (AWQ's clip search, AutoAWQ
+/// `apply_clip`: weights are clamped to `±ratio · amax` before quantizing): `scale =
+/// ratio · amax / 7`, `q = clamp(round(w / scale), -7, 7)`. A ratio of 1 gives the same codes
+/// and scales as the unclipped quantizer.
+///
+/// # Panics
+/// If `group` does not divide `cols` or the lengths disagree (`clip` has one ratio per group).
+pub fn quantize_int4_group_rows_clipped(
+    w: &[f32],
+    cols: usize,
+    group: usize,
+    clip: &[f32],
+    codes: &mut [i8],
+    scales: &mut [f32],
+) {
+    assert!(
+        group > 0 && cols.is_multiple_of(group),
+        "int4: group must divide cols"
+    );
+    assert_eq!(w.len(), codes.len(), "int4 quantize: length mismatch");
+    assert_eq!(w.len() / group, scales.len(), "int4 quantize: scale count");
+    assert_eq!(clip.len(), scales.len(), "int4 quantize: clip count");
+    for (((g, q), s), &r) in w
+        .chunks_exact(group)
+        .zip(codes.chunks_exact_mut(group))
+        .zip(scales.iter_mut())
+        .zip(clip)
+    {
+        *s = scale_for(amax(g) * r, INT4_MAX);
+        for (c, &x) in q.iter_mut().zip(g) {
+            *c = round_half_even_small((x / *s).clamp(-7.0, 7.0)) as i8;
+        }
+    }
+}
+
 /// Only the group scales of [`quantize_int4_group_rows`] (for a writer that emits them apart).
 ///
 /// # Panics
@@ -150,6 +185,18 @@ mod tests {
         let mut back = [0i8; 4];
         unpack_int4_row_pairs(&p, 2, &mut back);
         assert_eq!(back, q);
+    }
+
+    #[test]
+    fn clipping_ratio_one_is_plain_and_smaller_ratios_saturate() {
+        let w = [0.7, -0.35, 0.0, 0.1, 14.0, 0.0, -7.0, 1.0];
+        let (mut q, mut s) = ([0i8; 8], [0f32; 2]);
+        quantize_int4_group_rows(&w, 8, 4, &mut q, &mut s);
+        let (mut qc, mut sc) = ([0i8; 8], [0f32; 2]);
+        quantize_int4_group_rows_clipped(&w, 8, 4, &[1.0, 0.5], &mut qc, &mut sc);
+        assert_eq!((&qc[..4], sc[0]), (&q[..4], s[0]));
+        assert_eq!(sc[1], 1.0);
+        assert_eq!(&qc[4..], &[7, 0, -7, 1]);
     }
 
     #[test]
