@@ -256,6 +256,8 @@ pub struct AwqObserver<'a> {
     /// Every `stride`-th token of a sequence is kept as a sample row.
     stride: usize,
     slots: Vec<Mutex<[SiteBuf; 4]>>,
+    /// Sequences of the current batch (one slot each).
+    sequences: usize,
     /// Run the clip search after the scale search.
     clip: bool,
     pub choices: BTreeMap<String, AwqChoice>,
@@ -279,6 +281,7 @@ impl<'a> AwqObserver<'a> {
             group,
             stride: stride.max(1),
             slots: Vec::new(),
+            sequences: 0,
             clip,
             choices: BTreeMap::new(),
             clips: BTreeMap::new(),
@@ -363,6 +366,7 @@ impl<'a> AwqObserver<'a> {
 
 impl ActivationObserver for AwqObserver<'_> {
     fn begin_batch(&mut self, sequences: usize) {
+        self.sequences = sequences;
         self.slots = (0..sequences).map(|_| Mutex::default()).collect();
     }
 
@@ -404,9 +408,8 @@ impl ActivationObserver for AwqObserver<'_> {
         if let Err(e) = self.search_layer(layer) {
             self.error = Some(e);
         }
-        // The next layer's taps arrive in the same batch: fresh slots.
-        let n = self.slots.len().max(1);
-        self.slots = (0..n).map(|_| Mutex::default()).collect();
+        // The next layer's taps arrive in the same batch: fresh slots for every sequence.
+        self.slots = (0..self.sequences).map(|_| Mutex::default()).collect();
     }
 }
 
