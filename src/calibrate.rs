@@ -389,15 +389,7 @@ pub fn collect_stats(
     }
 
     let start = Instant::now();
-    let dims = Dims::of(model.config());
-    let mut collector = Collector::new(dims);
-    let bar = crate::eval::progress_bar(opts.progress, windows.len() as u64);
-    for batch in windows.chunks(opts.batch.max(1)) {
-        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
-        model.observe_batch(&refs, &mut collector)?;
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
+    let collector = collect(&model, &windows, opts.batch, opts.progress)?;
     let seconds = start.elapsed().as_secs_f64();
 
     let metadata = BTreeMap::from(
@@ -414,6 +406,36 @@ pub fn collect_stats(
         .map(|(k, v)| (k.to_string(), v)),
     );
     Ok((collector.finish(metadata), seconds))
+}
+
+/// Runs `windows` through `model` in batches of `batch`, collecting every statistic.
+fn collect(model: &Model, windows: &[Vec<u32>], batch: usize, progress: bool) -> Result<Collector> {
+    let mut collector = Collector::new(Dims::of(model.config()));
+    let bar = crate::eval::progress_bar(progress, windows.len() as u64);
+    for batch in windows.chunks(batch.max(1)) {
+        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+        model.observe_batch(&refs, &mut collector)?;
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(collector)
+}
+
+/// The statistics of `windows` in memory (what [`calibrate`] writes), for jobs that calibrate
+/// on the fly (`quantize --calib-data`) on a model they already hold.
+pub fn collect_stats_of_windows(
+    model: &Model,
+    windows: &[Vec<u32>],
+    batch: usize,
+    progress: bool,
+) -> Result<CalibrationStats> {
+    let collector = collect(model, windows, batch, progress)?;
+    let metadata = BTreeMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("windows".to_string(), collector.windows.to_string()),
+        ("tokens".to_string(), collector.tokens.to_string()),
+    ]);
+    Ok(collector.finish(metadata))
 }
 
 /// The output's folder must exist (checked before the model runs, so nothing is computed for a

@@ -53,6 +53,9 @@ pub enum Command {
     Reshard(ReshardArgs),
     /// Per pipeline stage: layers, and shapes of the hidden states sent and received.
     PlanPipeline(PlanPipelineArgs),
+    /// Quantize a Hugging Face checkpoint (fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto) into
+    /// modelopt's unified HF layout, with a before/after quality report.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -166,6 +169,78 @@ pub struct PruneArgs {
     pub chunk_size: u64,
 }
 
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Input: a Hugging Face folder (safetensors + config.json).
+    pub input: PathBuf,
+    /// Output folder (written whole, atomically).
+    pub output: PathBuf,
+    /// Scheme: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, or auto (with --target).
+    #[arg(long)]
+    pub quant: String,
+    #[command(flatten)]
+    pub flags: QuantFlags,
+    /// hf output: largest shard, e.g. 5GB (default), 500MB, 2GiB.
+    #[arg(long, value_parser = parse_size)]
+    pub max_shard_size: Option<u64>,
+    /// Replace an existing output (the old one stays until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    pub chunk_size: u64,
+}
+
+/// Options of a quantization scheme, shared by `quantize` and `convert --quant`.
+#[derive(Args, Debug, Clone)]
+pub struct QuantFlags {
+    /// With --quant auto: the deployment target whose hardware picks the scheme.
+    #[arg(long, value_enum)]
+    pub target: Option<crate::quant::auto::Target>,
+    /// Calibration text (UTF-8 or JSONL), run through the model (fp8, int8_sq, int4_awq).
+    #[arg(long)]
+    pub calib_data: Option<PathBuf>,
+    /// Precomputed statistics from `ckpt-opt calibrate` (fp8, int8_sq).
+    #[arg(long)]
+    pub calib_stats: Option<PathBuf>,
+    /// Calibration windows sampled from --calib-data.
+    #[arg(long, default_value_t = 32)]
+    pub calib_samples: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 128)]
+    pub calib_seq_len: usize,
+    /// Seed of the calibration window sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// SmoothQuant migration strength α (0..1).
+    #[arg(long, default_value_t = crate::quant::DEFAULT_SQ_ALPHA)]
+    pub sq_alpha: f32,
+    /// INT4 group size (input channels per scale).
+    #[arg(long, default_value_t = crate::quant::DEFAULT_GROUP_SIZE)]
+    pub group_size: usize,
+    /// int4_awq: also search a clip ratio per group (AutoAWQ's clip search; not for q/k).
+    #[arg(long)]
+    pub awq_clip: bool,
+    /// Leave linears matching this glob unquantized (module or weight name; repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Quantize only linears matching this glob (repeatable; --exclude still applies).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Write the quality report as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Held-out text: adds perplexity and KL vs the input model to the report.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// Tokens per --eval-data window.
+    #[arg(long, default_value_t = 128)]
+    pub eval_ctx: usize,
+    /// Evaluate only the first N windows of --eval-data.
+    #[arg(long)]
+    pub eval_max_windows: Option<usize>,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum LayoutArg {
     Hf,
@@ -277,8 +352,9 @@ pub struct ConvertArgs {
     /// gguf output: general.name (default: the input folder's name).
     #[arg(long)]
     pub name: Option<String>,
-    /// gguf output: quantize the weights as llama-quantize does: q8_0, q4_0, q4_1, q5_0, q5_1,
-    /// q2_k, q3_k, q4_k, q5_k, q6_k, or the mixes q4_k_s, q4_k_m, q5_k_m.
+    /// Quantize the weights. gguf output, as llama-quantize does: q8_0, q4_0, q4_1, q5_0,
+    /// q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, or the mixes q4_k_s, q4_k_m, q5_k_m, q6_k. hf output,
+    /// as `quantize` does: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto.
     #[arg(long)]
     pub quant: Option<String>,
     /// With --quant: importance weights from `calibrate` statistics (llama.cpp's imatrix).
@@ -293,6 +369,9 @@ pub struct ConvertArgs {
     /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     pub chunk_size: u64,
+    /// Options of the hf schemes (as `quantize`).
+    #[command(flatten)]
+    pub quant_flags: QuantFlags,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -432,7 +511,53 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
         }
         Command::Prune(args) => run_prune(*args, &cli.global, show_progress, out),
+        Command::Quantize(args) => {
+            let exec = exec_options(
+                cli.global.threads,
+                args.chunk_size,
+                show_progress,
+                args.force,
+            );
+            run_quantize(
+                &cli.global,
+                &args.input,
+                &args.output,
+                &args.quant,
+                &args.flags,
+                args.max_shard_size,
+                exec,
+                out,
+            )
+        }
         Command::Convert(args) => {
+            if let (Some(quant), FormatArg::Hf) = (&args.quant, args.format) {
+                if args.imatrix.is_some() {
+                    return Err(Error::Usage(
+                        "--imatrix applies to gguf output; hf schemes take --calib-stats".into(),
+                    ));
+                }
+                if args.dry_run || args.dtype.is_some() || args.name.is_some() {
+                    return Err(Error::Usage(
+                        "--quant cannot be combined with --dry-run, --dtype or --name".into(),
+                    ));
+                }
+                let exec = exec_options(
+                    cli.global.threads,
+                    args.chunk_size,
+                    show_progress,
+                    args.force,
+                );
+                return run_quantize(
+                    &cli.global,
+                    &args.input,
+                    &args.output,
+                    quant,
+                    &args.quant_flags,
+                    args.max_shard_size,
+                    exec,
+                    out,
+                );
+            }
             let input = Checkpoint::open(&args.input)?;
             let opts = ConvertOptions {
                 format: match args.format {
@@ -692,6 +817,84 @@ fn run_reshard(
             stats.seconds
         ));
         write_out(out, &text)
+    }
+}
+
+fn exec_options(threads: usize, chunk_bytes: u64, progress: bool, force: bool) -> ExecOptions {
+    ExecOptions {
+        threads: if threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            threads
+        },
+        chunk_bytes,
+        progress,
+        force,
+    }
+}
+
+/// `quantize` and `convert --format hf --quant`: same options, same code.
+#[allow(clippy::too_many_arguments)]
+fn run_quantize(
+    global: &GlobalArgs,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    quant: &str,
+    f: &QuantFlags,
+    max_shard_size: Option<u64>,
+    exec: ExecOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::quant;
+    let progress = exec.progress;
+    let opts = quant::QuantizeOptions {
+        request: quant::scheme::QuantRequest::parse(quant)?,
+        target: f.target,
+        calib: quant::calib::CalibSource {
+            data: f.calib_data.clone(),
+            stats: f.calib_stats.clone(),
+            sampling: Some(crate::data::Sampling {
+                samples: f.calib_samples,
+                seq_len: f.calib_seq_len,
+                seed: f.seed,
+            }),
+            batch: 8,
+            progress,
+            awq_clip: f.awq_clip,
+        },
+        sq_alpha: f.sq_alpha,
+        group_size: f.group_size,
+        selection: quant::select::Selection::new(&f.include, &f.exclude)?,
+        max_shard_size: max_shard_size.unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
+        eval_data: f.eval_data.clone(),
+        eval: crate::eval::EvalOptions {
+            ctx: f.eval_ctx,
+            max_windows: f.eval_max_windows,
+            progress,
+            ..Default::default()
+        },
+        exec,
+    };
+    if let Some(p) = &f.report {
+        if p.is_dir() {
+            return Err(Error::Usage(format!(
+                "--report {}: is a folder",
+                p.display()
+            )));
+        }
+    }
+    let pool = thread_pool(global.threads)?;
+    let report = pool.install(|| quant::quantize(input, output, &opts))?;
+    if let Some(p) = &f.report {
+        let mut text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
+        text.push('\n');
+        std::fs::write(p, text).map_err(|e| formats::FormatError::io(p, "write", e))?;
+    }
+    if global.json {
+        write_json(out, &report)
+    } else {
+        write_out(out, &quant::report::render(&report))
     }
 }
 
