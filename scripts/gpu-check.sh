@@ -13,6 +13,10 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so '; then
     lib=$( (ldconfig -p 2>/dev/null | awk '/libnvrtc\.so\.[0-9]+ /{print $NF}';
             ls /usr/local/cuda*/lib64/libnvrtc.so.* /usr/local/cuda*/targets/*/lib/libnvrtc.so.* \
                /usr/lib/x86_64-linux-gnu/libnvrtc.so.* 2>/dev/null) | grep -v builtins | sort -V | tail -1)
+    if [ -z "$lib" ]; then # e.g. a pip-installed nvidia-cuda-nvrtc
+        lib=$(find / -xdev \( -path /proc -o -path /sys \) -prune -o -name 'libnvrtc.so.*' -print \
+              2>/dev/null | grep -v builtins | sort -V | tail -1)
+    fi
     if [ -n "$lib" ]; then
         mkdir -p "$here/lib"
         ln -sf "$lib" "$here/lib/libnvrtc.so"

@@ -38,10 +38,13 @@ extern "C" __global__ void quantize_q8_0_f32(const float* x, u8* out, i64 nb, u3
     float amax = warp_max(fabsf(v));
     float d = __fdiv_rn(amax, 127.0f);
     float id = inverse_or_zero(d);
-    float q = roundf(__fmul_rn(v, id));
+    // A subnormal d makes id infinite and x * id = +-Inf (or NaN for x = 0): the float -> int
+    // conversion saturates (NaN -> 0) and the clamp then gives what Rust's saturating `as i8`
+    // gives on the CPU.
+    int q = (int)roundf(__fmul_rn(v, id));
     u8* blk = out + b * 34;
     if (lane == 0) store_f16(blk, d);
-    blk[2 + lane] = (u8)(i8)(int)q;
+    blk[2 + lane] = (u8)(i8)min(127, max(-128, q));
 }
 
 // Signed element of largest magnitude, the first one on ties (numpy argmax of abs).
@@ -51,7 +54,10 @@ __device__ __forceinline__ float signed_absmax(float v, int lane) {
     return m;
 }
 
-// Code of a symmetric type: trunc(x * id + bias) clipped to [0, qmax].
+// Code of a symmetric type: trunc(x * id + bias) clipped to [0, qmax]. CUDA's float -> int
+// conversion truncates and saturates (+-Inf -> INT_MAX/INT_MIN, NaN -> 0), so with the clamp this
+// is Rust's saturating `(x * id + 8.5) as u8` followed by `.min(15)`, also for the infinite id
+// of a subnormal d.
 __device__ __forceinline__ int symmetric_code(float v, float id, float bias, int qmax) {
     float t = truncf(__fadd_rn(__fmul_rn(v, id), bias));
     return min(qmax, max(0, (int)t));

@@ -9,8 +9,10 @@
 //! Without a GPU (or without the `cuda` feature) every test prints `SKIPPED: ...` and passes;
 //! with `CKPT_OPT_REQUIRE_CUDA=1` it fails instead.
 
+use formats::gguf::GgmlType;
 use kernels::cpu::cast::{f32_to_bf16, f32_to_f16, f32_to_f8e4m3};
 use kernels::cpu::fp8_quant::{fp8_scale, quantize_fp8_rows};
+use kernels::cpu::ggml;
 use kernels::cpu::int4::quantize_int4_group_rows;
 use kernels::cpu::int8::quantize_int8_rows;
 use kernels::cpu::scale::amax;
@@ -142,6 +144,77 @@ fn casts_match_cpu_bit_for_bit() {
     f32_to_f8e4m3(&x, &mut cpu);
     q.f32_to_f8e4m3(&x, &mut gpu).unwrap();
     assert_same("f32 -> f8e4m3", &cpu, &gpu);
+}
+
+/// A GGUF block type on the GPU: the `Quantizer` method and the bytes per 32 values.
+type GgmlTwin = fn(&Quantizer, &[f32], &mut [u8]) -> Result<(), CudaError>;
+
+const GGML_TWINS: [(GgmlType, GgmlTwin, usize); 5] = [
+    (GgmlType::Q8_0, Quantizer::q8_0, 34),
+    (GgmlType::Q4_0, Quantizer::q4_0, 18),
+    (GgmlType::Q4_1, Quantizer::q4_1, 20),
+    (GgmlType::Q5_0, Quantizer::q5_0, 22),
+    (GgmlType::Q5_1, Quantizer::q5_1, 24),
+];
+
+#[test]
+fn ggml_blocks_match_cpu_byte_for_byte() {
+    let Some(q) = quantizer("ggml_blocks_match_cpu_byte_for_byte") else {
+        return;
+    };
+    let x = finite_rows();
+    for (ty, twin, block) in GGML_TWINS {
+        let mut cpu = vec![0u8; x.len() / 32 * block];
+        ggml::quantize(ty, &x, &mut cpu, None).unwrap();
+        let mut gpu = vec![0u8; cpu.len()];
+        twin(&q, &x, &mut gpu).unwrap();
+        if cpu != gpu {
+            let bad: Vec<usize> = (0..cpu.len() / block)
+                .filter(|b| cpu[b * block..(b + 1) * block] != gpu[b * block..(b + 1) * block])
+                .collect();
+            let b = bad[0];
+            panic!(
+                "{ty:?}: {} of {} blocks differ; first block {b}\n input {:?}\n cpu {:?}\n gpu {:?}",
+                bad.len(),
+                cpu.len() / block,
+                &x[b * 32..(b + 1) * 32],
+                &cpu[b * block..(b + 1) * block],
+                &gpu[b * block..(b + 1) * block]
+            );
+        }
+    }
+}
+
+#[test]
+fn ggml_rejects_partial_blocks_and_non_finite() {
+    let Some(q) = quantizer("ggml_rejects_partial_blocks_and_non_finite") else {
+        return;
+    };
+    for (ty, twin, block) in GGML_TWINS {
+        let mut out = vec![0u8; block];
+        assert!(
+            matches!(
+                twin(&q, &[1.0; 31], &mut out),
+                Err(CudaError::InvalidInput(_))
+            ),
+            "{ty:?}: 31 values"
+        );
+        assert!(
+            matches!(
+                twin(&q, &[1.0; 32], &mut out[..block - 1]),
+                Err(CudaError::InvalidInput(_))
+            ),
+            "{ty:?}: short output"
+        );
+        let mut x = vec![0.5f32; 64];
+        x[40] = f32::NAN;
+        let mut out = vec![9u8; 2 * block];
+        assert_eq!(twin(&q, &x, &mut out), Err(CudaError::NonFinite), "{ty:?}");
+        assert!(
+            out.iter().all(|&b| b == 9),
+            "{ty:?}: output untouched on error"
+        );
+    }
 }
 
 #[test]

@@ -88,7 +88,10 @@ mod tests {
         // SAFETY: a dlopen attempt.
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
             let required = std::env::var("CKPT_OPT_REQUIRE_CUDA").as_deref() == Ok("1");
-            assert!(!required, "CKPT_OPT_REQUIRE_CUDA=1 but libnvrtc.so not found");
+            assert!(
+                !required,
+                "CKPT_OPT_REQUIRE_CUDA=1 but libnvrtc.so not found"
+            );
             eprintln!("SKIPPED sources_compile_with_nvrtc_when_present: libnvrtc.so not found");
             return;
         }
