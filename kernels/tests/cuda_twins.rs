@@ -67,7 +67,7 @@ fn finite_rows() -> Vec<f32> {
     v.extend((0..256).map(|i| f32::from_bits(1 + i as u32 * 977))); // subnormals
     v.extend((0..256).map(|i| -f32::from_bits(0x0080_0000 + i as u32))); // smallest normals
     v.extend((0..256).map(|i| f32::MAX / (1.0 + i as f32 / 64.0))); // huge, one sign
-    v.extend((0..256).map(|i| -f32::MAX * (i % 5) as f32 / 4.0));
+    v.extend((0..256).map(|i| -f32::MAX / 4.0 * (i % 5) as f32));
     v.extend((0..256).map(|_| r.weight(1.0).abs() + 1.0)); // all positive
     v.extend((0..256).map(|_| -r.weight(1.0).abs() - 1.0)); // all negative
                                                             // Exact ties: multiples of 0.5 and of 1/16 hit the .5 boundaries of every rounding rule.
@@ -125,6 +125,34 @@ fn assert_same<T: PartialEq + Copy + std::fmt::Debug>(what: &str, cpu: &[T], gpu
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Runs without a GPU: the shared test data is finite and every CPU twin accepts it, so a GPU
+/// run can only fail on a real CPU/GPU difference.
+#[test]
+fn test_data_suits_every_cpu_twin() {
+    let x = finite_rows();
+    assert!(x.len().is_multiple_of(256), "whole rows of 256");
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        panic!("finite_rows()[{i}] = {}", x[i]);
+    }
+    for (ty, _, block) in GGML_TWINS {
+        let mut out = vec![0u8; x.len() / 32 * block];
+        ggml::quantize(ty, &x, &mut out, None).unwrap();
+    }
+    for cols in [256usize, 300, 4096] {
+        let x = &x[..x.len() / cols * cols];
+        let mut codes = vec![0i8; x.len()];
+        quantize_int8_rows(x, cols, &mut codes, &mut vec![0.0; x.len() / cols]);
+    }
+    for (cols, group) in [(256usize, 128usize), (256, 32), (512, 64), (1024, 256)] {
+        let x = &x[..x.len() / cols * cols];
+        let mut codes = vec![0i8; x.len()];
+        quantize_int4_group_rows(x, cols, group, &mut codes, &mut vec![0.0; x.len() / group]);
+    }
+    for x in x.chunks(2048) {
+        quantize_fp8_rows(x, fp8_scale(amax(x)), &mut vec![0u8; x.len()]);
+    }
 }
 
 #[test]
@@ -225,6 +253,7 @@ fn fp8_per_tensor_matches_cpu() {
     let all = finite_rows();
     // Each 2048-value slice as its own tensor, so every magnitude sets its own scale.
     for (t, x) in all.chunks(2048).enumerate() {
+        assert!(x.iter().all(|v| v.is_finite()), "tensor {t} finite");
         let scale = fp8_scale(amax(x));
         let mut cpu = vec![0u8; x.len()];
         quantize_fp8_rows(x, scale, &mut cpu);
