@@ -25,7 +25,7 @@ fn input() -> Vec<f32> {
         .collect()
 }
 
-const OPS: [(&str, Op); 11] = [
+const OPS: [(&str, Op); 14] = [
     ("f16", Op::F16),
     ("bf16", Op::Bf16),
     ("f8e4m3", Op::F8E4M3),
@@ -34,6 +34,9 @@ const OPS: [(&str, Op); 11] = [
     ("q4_1", Op::Q4_1),
     ("q5_0", Op::Q5_0),
     ("q5_1", Op::Q5_1),
+    ("q4_k", Op::Q4K),
+    ("q5_k", Op::Q5K),
+    ("q6_k", Op::Q6K),
     ("fp8_per_tensor", Op::Fp8PerTensor),
     ("int8_per_channel", Op::Int8PerChannel { cols: COLS }),
     (
@@ -65,6 +68,9 @@ fn host_call(
         Op::Q4_1 => q.q4_1(x, &mut bytes[..x.len() / 32 * 20]),
         Op::Q5_0 => q.q5_0(x, &mut bytes[..x.len() / 32 * 22]),
         Op::Q5_1 => q.q5_1(x, &mut bytes[..x.len() / 32 * 24]),
+        Op::Q4K => q.q4_k(x, &mut bytes[..x.len() / 256 * 144]),
+        Op::Q5K => q.q5_k(x, &mut bytes[..x.len() / 256 * 176]),
+        Op::Q6K => q.q6_k(x, &mut bytes[..x.len() / 256 * 210]),
         Op::Fp8PerTensor => q.fp8_e4m3_per_tensor(x, &mut bytes[..x.len()]).map(drop),
         Op::Int8PerChannel { cols } => {
             q.int8_per_channel(x, cols, codes, &mut scales[..x.len() / cols])

@@ -34,6 +34,13 @@ __device__ __forceinline__ u16 f32_to_f16_bits(float x) {
     return h;
 }
 
+// IEEE f16 bits -> f32 (exact).
+__device__ __forceinline__ float f16_bits_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
 // Value held by the lane that wins a warp-wide "best" reduction; ties go to the lowest lane, so
 // the result is the *first* element with that key, as a sequential scan (and numpy's argmax) finds.
 // `better(k, i, ok, oi)` is a strict total order on (key, lane).

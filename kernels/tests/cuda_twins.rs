@@ -136,8 +136,8 @@ fn test_data_suits_every_cpu_twin() {
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
         panic!("finite_rows()[{i}] = {}", x[i]);
     }
-    for (ty, _, block) in GGML_TWINS {
-        let mut out = vec![0u8; x.len() / 32 * block];
+    for (ty, _, values, block) in GGML_TWINS {
+        let mut out = vec![0u8; x.len() / values * block];
         ggml::quantize(ty, &x, &mut out, None).unwrap();
     }
     for cols in [256usize, 300, 4096] {
@@ -174,15 +174,19 @@ fn casts_match_cpu_bit_for_bit() {
     assert_same("f32 -> f8e4m3", &cpu, &gpu);
 }
 
-/// A GGUF block type on the GPU: the `Quantizer` method and the bytes per 32 values.
+/// A GGUF block type on the GPU: the `Quantizer` method.
 type GgmlTwin = fn(&Quantizer, &[f32], &mut [u8]) -> Result<(), CudaError>;
 
-const GGML_TWINS: [(GgmlType, GgmlTwin, usize); 5] = [
-    (GgmlType::Q8_0, Quantizer::q8_0, 34),
-    (GgmlType::Q4_0, Quantizer::q4_0, 18),
-    (GgmlType::Q4_1, Quantizer::q4_1, 20),
-    (GgmlType::Q5_0, Quantizer::q5_0, 22),
-    (GgmlType::Q5_1, Quantizer::q5_1, 24),
+/// (type, twin, values per block, bytes per block).
+const GGML_TWINS: [(GgmlType, GgmlTwin, usize, usize); 8] = [
+    (GgmlType::Q8_0, Quantizer::q8_0, 32, 34),
+    (GgmlType::Q4_0, Quantizer::q4_0, 32, 18),
+    (GgmlType::Q4_1, Quantizer::q4_1, 32, 20),
+    (GgmlType::Q5_0, Quantizer::q5_0, 32, 22),
+    (GgmlType::Q5_1, Quantizer::q5_1, 32, 24),
+    (GgmlType::Q4K, Quantizer::q4_k, 256, 144),
+    (GgmlType::Q5K, Quantizer::q5_k, 256, 176),
+    (GgmlType::Q6K, Quantizer::q6_k, 256, 210),
 ];
 
 #[test]
@@ -191,8 +195,8 @@ fn ggml_blocks_match_cpu_byte_for_byte() {
         return;
     };
     let x = finite_rows();
-    for (ty, twin, block) in GGML_TWINS {
-        let mut cpu = vec![0u8; x.len() / 32 * block];
+    for (ty, twin, values, block) in GGML_TWINS {
+        let mut cpu = vec![0u8; x.len() / values * block];
         ggml::quantize(ty, &x, &mut cpu, None).unwrap();
         let mut gpu = vec![0u8; cpu.len()];
         twin(&q, &x, &mut gpu).unwrap();
@@ -205,7 +209,7 @@ fn ggml_blocks_match_cpu_byte_for_byte() {
                 "{ty:?}: {} of {} blocks differ; first block {b}\n input {:?}\n cpu {:?}\n gpu {:?}",
                 bad.len(),
                 cpu.len() / block,
-                &x[b * 32..(b + 1) * 32],
+                &x[b * values..(b + 1) * values],
                 &cpu[b * block..(b + 1) * block],
                 &gpu[b * block..(b + 1) * block]
             );
@@ -218,24 +222,20 @@ fn ggml_rejects_partial_blocks_and_non_finite() {
     let Some(q) = quantizer("ggml_rejects_partial_blocks_and_non_finite") else {
         return;
     };
-    for (ty, twin, block) in GGML_TWINS {
+    for (ty, twin, values, block) in GGML_TWINS {
+        let invalid = |r| matches!(r, Err(CudaError::InvalidInput(_)));
         let mut out = vec![0u8; block];
+        let ones = vec![1.0f32; values];
         assert!(
-            matches!(
-                twin(&q, &[1.0; 31], &mut out),
-                Err(CudaError::InvalidInput(_))
-            ),
-            "{ty:?}: 31 values"
+            invalid(twin(&q, &ones[1..], &mut out)),
+            "{ty:?}: partial block"
         );
         assert!(
-            matches!(
-                twin(&q, &[1.0; 32], &mut out[..block - 1]),
-                Err(CudaError::InvalidInput(_))
-            ),
+            invalid(twin(&q, &ones, &mut out[1..])),
             "{ty:?}: short output"
         );
-        let mut x = vec![0.5f32; 64];
-        x[40] = f32::NAN;
+        let mut x = vec![0.5f32; 2 * values];
+        x[values + 8] = f32::NAN;
         let mut out = vec![9u8; 2 * block];
         assert_eq!(twin(&q, &x, &mut out), Err(CudaError::NonFinite), "{ty:?}");
         assert!(

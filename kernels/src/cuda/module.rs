@@ -5,18 +5,20 @@ use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use std::sync::OnceLock;
 
 /// Every `.cu` file, in dependency order (`common.cuh` first: the others use its helpers, and
-/// `fp8_quant.cu` uses the E4M3 encoder of `cast.cu`). One translation unit keeps NVRTC to a
+/// `fp8_quant.cu` uses the E4M3 encoder of `cast.cu`, `kquant.cu` the f16 store of
+/// `ggml_quant.cu`). One translation unit keeps NVRTC to a
 /// single compile.
-const SOURCES: [(&str, &str); 5] = [
+const SOURCES: [(&str, &str); 6] = [
     ("common.cuh", include_str!("../../cuda/common.cuh")),
     ("cast.cu", include_str!("../../cuda/cast.cu")),
     ("ggml_quant.cu", include_str!("../../cuda/ggml_quant.cu")),
+    ("kquant.cu", include_str!("../../cuda/kquant.cu")),
     ("fp8_quant.cu", include_str!("../../cuda/fp8_quant.cu")),
     ("int_quant.cu", include_str!("../../cuda/int_quant.cu")),
 ];
 
 /// Names of the `extern "C"` kernels, looked up once after loading.
-pub(crate) const KERNELS: [&str; 12] = [
+pub(crate) const KERNELS: [&str; 15] = [
     "cast_f32_to_f16",
     "cast_f32_to_bf16",
     "cast_f32_to_f8e4m3",
@@ -25,6 +27,9 @@ pub(crate) const KERNELS: [&str; 12] = [
     "quantize_q4_1_f32",
     "quantize_q5_0_f32",
     "quantize_q5_1_f32",
+    "quantize_q4_k_f32",
+    "quantize_q5_k_f32",
+    "quantize_q6_k_f32",
     "amax_abs_f32",
     "quantize_fp8_e4m3_f32",
     "quantize_int8_per_channel_f32",

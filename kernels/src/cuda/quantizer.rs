@@ -11,8 +11,13 @@ use std::sync::Arc;
 const THREADS: u32 = 256;
 /// Upper bound on the grid of the grid-stride kernels; enough to fill any current GPU.
 const MAX_GRID: u64 = 1 << 16;
-/// Elements per ggml block of the 32-element types.
+/// Values per ggml block of the 32-value types.
 const QK: usize = 32;
+/// Values per k-quant super-block.
+const QK_K: usize = 256;
+/// Threads per CUDA block for the k-quants, one super-block per thread (their searches are
+/// sequential, so fewer threads per block spread the work over more SMs).
+const KQUANT_THREADS: u32 = 64;
 
 /// One operation of [`Quantizer::run_resident`], for timing kernels on device-resident input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +30,9 @@ pub enum Op {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
     /// amax pass, then the E4M3 encode with the resulting scale.
     Fp8PerTensor,
     Int8PerChannel {
@@ -48,20 +56,26 @@ impl Op {
             Op::Q4_1 => "quantize_q4_1_f32",
             Op::Q5_0 => "quantize_q5_0_f32",
             Op::Q5_1 => "quantize_q5_1_f32",
+            Op::Q4K => "quantize_q4_k_f32",
+            Op::Q5K => "quantize_q5_k_f32",
+            Op::Q6K => "quantize_q6_k_f32",
             Op::Fp8PerTensor => "quantize_fp8_e4m3_f32",
             Op::Int8PerChannel { .. } => "quantize_int8_per_channel_f32",
             Op::Int4Groupwise { .. } => "quantize_int4_groupwise_f32",
         }
     }
 
-    /// Bytes per 32-element block of the ggml types.
-    fn ggml_block_bytes(self) -> Option<usize> {
+    /// (values, bytes) per block of the ggml types (ggml-common.h).
+    fn ggml_block(self) -> Option<(usize, usize)> {
         match self {
-            Op::Q8_0 => Some(34),
-            Op::Q4_0 => Some(18),
-            Op::Q4_1 => Some(20),
-            Op::Q5_0 => Some(22),
-            Op::Q5_1 => Some(24),
+            Op::Q8_0 => Some((QK, 34)),
+            Op::Q4_0 => Some((QK, 18)),
+            Op::Q4_1 => Some((QK, 20)),
+            Op::Q5_0 => Some((QK, 22)),
+            Op::Q5_1 => Some((QK, 24)),
+            Op::Q4K => Some((QK_K, 144)),
+            Op::Q5K => Some((QK_K, 176)),
+            Op::Q6K => Some((QK_K, 210)),
             _ => None,
         }
     }
@@ -154,6 +168,24 @@ impl Quantizer {
     /// Q5_1 blocks (24 bytes per 32 values), twin of the CPU `quantize_q5_1`.
     pub fn q5_1(&self, src: &[f32], dst: &mut [u8]) -> Result<(), CudaError> {
         self.ggml(Op::Q5_1, src, dst)
+    }
+
+    /// Q4_K super-blocks (144 bytes per 256 values), twin of the CPU `quantize_q4_k` without
+    /// importance weights (llama.cpp `quantize_row_q4_K_ref`).
+    pub fn q4_k(&self, src: &[f32], dst: &mut [u8]) -> Result<(), CudaError> {
+        self.ggml(Op::Q4K, src, dst)
+    }
+
+    /// Q5_K super-blocks (176 bytes per 256 values), twin of the CPU `quantize_q5_k` without
+    /// importance weights.
+    pub fn q5_k(&self, src: &[f32], dst: &mut [u8]) -> Result<(), CudaError> {
+        self.ggml(Op::Q5K, src, dst)
+    }
+
+    /// Q6_K super-blocks (210 bytes per 256 values), twin of the CPU `quantize_q6_k` without
+    /// importance weights.
+    pub fn q6_k(&self, src: &[f32], dst: &mut [u8]) -> Result<(), CudaError> {
+        self.ggml(Op::Q6K, src, dst)
     }
 
     /// `max |x|` (0 for empty input), the first pass of per-tensor FP8: the executor reduces it
@@ -258,7 +290,7 @@ impl Quantizer {
         match op {
             Op::F16 | Op::Bf16 => drop(self.elementwise::<u16>(op, x)?),
             Op::F8E4M3 => drop(self.elementwise::<u8>(op, x)?),
-            Op::Q8_0 | Op::Q4_0 | Op::Q4_1 | Op::Q5_0 | Op::Q5_1 => {
+            Op::Q8_0 | Op::Q4_0 | Op::Q4_1 | Op::Q5_0 | Op::Q5_1 | Op::Q4K | Op::Q5K | Op::Q6K => {
                 check_ggml_len(op, x.len())?;
                 drop(self.ggml_resident(op, x)?)
             }
@@ -294,13 +326,13 @@ impl Quantizer {
 
     fn ggml(&self, op: Op, src: &[f32], dst: &mut [u8]) -> Result<(), CudaError> {
         check_ggml_len(op, src.len())?;
-        let block = op.ggml_block_bytes().unwrap_or(0);
-        if dst.len() != src.len() / QK * block {
+        let (values, block) = op.ggml_block().unwrap_or((1, 0));
+        if dst.len() != src.len() / values * block {
             return Err(CudaError::InvalidInput(format!(
                 "{}: {} values need {} block bytes, got {}",
                 op.kernel(),
                 src.len(),
-                src.len() / QK * block,
+                src.len() / values * block,
                 dst.len()
             )));
         }
@@ -337,8 +369,8 @@ impl Quantizer {
     }
 
     fn ggml_resident(&self, op: Op, x: &DeviceRows) -> Result<CudaSlice<u8>, CudaError> {
-        let nb = x.len() / QK;
-        let block = op.ggml_block_bytes().unwrap_or(0);
+        let (values, block) = op.ggml_block().unwrap_or((1, 0));
+        let nb = x.len() / values;
         let mut out = self.output::<u8>(nb * block)?;
         let mut flag = self.stream.alloc_zeros::<u32>(1)?;
         if nb > 0 {
@@ -346,8 +378,14 @@ impl Quantizer {
             let f = self.function(op)?;
             let mut b = self.stream.launch_builder(f);
             b.arg(&x.data).arg(&mut out).arg(&nb64).arg(&mut flag);
-            // SAFETY: one warp per block: reads nb*32 floats, writes nb*block bytes.
-            unsafe { b.launch(warp_per_item(nb)?) }?;
+            let cfg = if values == QK {
+                warp_per_item(nb)?
+            } else {
+                thread_per_item(nb)?
+            };
+            // SAFETY: one warp (32-value types) or one thread (k-quants) per block: reads
+            // nb*values floats, writes nb*block bytes.
+            unsafe { b.launch(cfg) }?;
         }
         self.check_flag(&flag)?;
         Ok(out)
@@ -486,9 +524,10 @@ fn same_len(what: &str, src: usize, dst: usize) -> Result<(), CudaError> {
 }
 
 fn check_ggml_len(op: Op, n: usize) -> Result<(), CudaError> {
-    if !n.is_multiple_of(QK) {
+    let (values, _) = op.ggml_block().unwrap_or((1, 0));
+    if !n.is_multiple_of(values) {
         return Err(CudaError::InvalidInput(format!(
-            "{}: {n} values are not whole blocks of {QK}",
+            "{}: {n} values are not whole blocks of {values}",
             op.kernel()
         )));
     }
@@ -522,6 +561,15 @@ fn grid_stride(n: usize) -> LaunchConfig {
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// One thread per item (k-quant super-block).
+fn thread_per_item(items: usize) -> Result<LaunchConfig, CudaError> {
+    Ok(LaunchConfig {
+        grid_dim: (grid_u32(items.div_ceil(KQUANT_THREADS as usize))?, 1, 1),
+        block_dim: (KQUANT_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 /// One warp per item (ggml block or int4 group); 8 items per CUDA block.

@@ -15,6 +15,9 @@ pub enum Op {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
     Fp8PerTensor,
     Int8PerChannel { cols: usize },
     Int4Groupwise { cols: usize, group: usize },
@@ -80,6 +83,18 @@ impl Quantizer {
     }
 
     pub fn q5_1(&self, _: &[f32], _: &mut [u8]) -> Result<(), CudaError> {
+        match self.never {}
+    }
+
+    pub fn q4_k(&self, _: &[f32], _: &mut [u8]) -> Result<(), CudaError> {
+        match self.never {}
+    }
+
+    pub fn q5_k(&self, _: &[f32], _: &mut [u8]) -> Result<(), CudaError> {
+        match self.never {}
+    }
+
+    pub fn q6_k(&self, _: &[f32], _: &mut [u8]) -> Result<(), CudaError> {
         match self.never {}
     }
 
