@@ -12,7 +12,12 @@
 #define GROUP_MAX_EPS 1e-15f
 
 // nearest_int: round half to even through the float adder (ggml-quants.c).
+// NaN reaches it from blocks whose values overflow the searches (inf / inf when |x| ~ 1e30), and
+// the result then depends on the NaN's bits: the CPU's default NaN (x86 0xFFC00000, Arm
+// 0x7FC00000) has mantissa 0x400000 and gives 0, the GPU's canonical NaN 0x7FFFFFFF would give
+// 0x3FFFFF. Returning 0 for NaN keeps the twin bit-exact (found by the H100 run of cuda_twins).
 __device__ __forceinline__ int nearest_int(float fval) {
+    if (isnan(fval)) return 0;
     float val = __fadd_rn(fval, 12582912.0f);
     return (int)(__float_as_uint(val) & 0x007fffffu) - 0x00400000;
 }

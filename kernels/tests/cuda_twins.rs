@@ -195,26 +195,30 @@ fn ggml_blocks_match_cpu_byte_for_byte() {
         return;
     };
     let x = finite_rows();
+    // Every type is checked before failing, so one run reports all that differ.
+    let mut failures = Vec::new();
     for (ty, twin, values, block) in GGML_TWINS {
         let mut cpu = vec![0u8; x.len() / values * block];
         ggml::quantize(ty, &x, &mut cpu, None).unwrap();
         let mut gpu = vec![0u8; cpu.len()];
         twin(&q, &x, &mut gpu).unwrap();
-        if cpu != gpu {
-            let bad: Vec<usize> = (0..cpu.len() / block)
-                .filter(|b| cpu[b * block..(b + 1) * block] != gpu[b * block..(b + 1) * block])
-                .collect();
-            let b = bad[0];
-            panic!(
+        let bad: Vec<usize> = (0..cpu.len() / block)
+            .filter(|b| cpu[b * block..(b + 1) * block] != gpu[b * block..(b + 1) * block])
+            .collect();
+        if let Some(&b) = bad.first() {
+            failures.push(format!(
                 "{ty:?}: {} of {} blocks differ; first block {b}\n input {:?}\n cpu {:?}\n gpu {:?}",
                 bad.len(),
                 cpu.len() / block,
                 &x[b * values..(b + 1) * values],
                 &cpu[b * block..(b + 1) * block],
                 &gpu[b * block..(b + 1) * block]
-            );
+            ));
+        } else {
+            eprintln!("{ty:?}: {} blocks identical", cpu.len() / block);
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
