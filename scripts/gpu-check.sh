@@ -46,5 +46,11 @@ for b in "$here"/bin/bench-*; do
         | tee -a "$out/bench.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
+if [ -x "$here/e2e-gguf_quant" ]; then
+    echo "== e2e-gguf_quant (convert --device cuda = cpu, byte for byte)" | tee -a "$out/tests.txt"
+    (cd "$here/.." && CKPT_OPT_ROOT=$PWD CKPT_OPT_BIN="$here/ckpt-opt" \
+        "$here/e2e-gguf_quant" device_choice --nocapture) 2>&1 | tee -a "$out/tests.txt"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+fi
 echo "gpu-check: $([ $status = 0 ] && echo PASS || echo FAIL)" | tee -a "$out/tests.txt"
 exit $status

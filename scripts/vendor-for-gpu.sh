@@ -44,5 +44,20 @@ cargo bench -p kernels --features cuda --bench cuda_quant --no-run --message-for
     2>/dev/null | executables | while read -r kind name path; do
         copy bench "$name" "$path"
     done
+# End to end: `convert --device cuda` through the binary must give the CPU's bytes
+# (tests/gguf_quant.rs device_choice_never_changes_the_bytes), with the binary built with CUDA.
+rm -f "$dest/ckpt-opt" "$dest"/e2e-*
+cargo test --release --features cuda --test gguf_quant --no-run --message-format=json 2>/dev/null \
+    | executables | while read -r kind name path; do
+        case "$kind $name" in
+            "test gguf_quant") cp "$path" "$dest/e2e-gguf_quant" ;;
+            "bin ckpt-opt") cp "$path" "$dest/ckpt-opt" ;;
+            *) continue ;;
+        esac
+    done
+for f in "$dest/ckpt-opt" "$dest/e2e-gguf_quant"; do
+    objcopy --strip-debug "$f" 2>/dev/null || strip --strip-debug "$f"
+    echo "vendored $f ($(du -h "$f" | cut -f1))"
+done
 cp scripts/gpu-check.sh "$dest/gpu-check.sh"
 ls -la "$dest" "$dest/bin"

@@ -443,3 +443,57 @@ fn quantize_command_makes_the_same_gguf_as_convert() {
         std::fs::read(&imatrix).unwrap()
     );
 }
+
+/// `--device` changes where blocks are made, never the bytes: `auto` (CPU here, the GPU where
+/// one is present) and, with a GPU, `cuda` equal the CPU's file for every type with a CUDA twin
+/// and for the mixes. Without a GPU, `cuda` is a one-line usage error and nothing is written
+/// (`CKPT_OPT_REQUIRE_CUDA=1` turns that case into a failure, for GPU machines).
+#[test]
+fn device_choice_never_changes_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("trained-llama");
+    let gpu = ckpt_opt::plan::Device::Cuda.resolve().is_ok();
+    if !gpu && std::env::var("CKPT_OPT_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+        panic!("CKPT_OPT_REQUIRE_CUDA=1 but no CUDA device can be opened");
+    }
+    for quant in [
+        "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k",
+    ] {
+        let cpu = dir.path().join(format!("{quant}-cpu.gguf"));
+        convert(&m, &cpu, &["--quant", quant]);
+        let expected = std::fs::read(&cpu).unwrap();
+        let auto = dir.path().join(format!("{quant}-auto.gguf"));
+        convert(&m, &auto, &["--quant", quant, "--device", "auto"]);
+        assert_eq!(
+            std::fs::read(&auto).unwrap(),
+            expected,
+            "{quant} --device auto"
+        );
+        let cuda = dir.path().join(format!("{quant}-cuda.gguf"));
+        let args = [
+            "-q",
+            "convert",
+            s(&m),
+            s(&cuda),
+            "--format",
+            "gguf",
+            "--quant",
+            quant,
+            "--device",
+            "cuda",
+        ];
+        if gpu {
+            ok(&args);
+            assert_eq!(
+                std::fs::read(&cuda).unwrap(),
+                expected,
+                "{quant} --device cuda"
+            );
+        } else {
+            let err = fails(&args, 2);
+            assert!(err.contains("no CUDA device"), "{err}");
+            assert!(!cuda.exists());
+        }
+    }
+    eprintln!("device test ran with gpu = {gpu}");
+}

@@ -239,6 +239,10 @@ pub struct QuantFlags {
     /// Evaluate only the first N windows of --eval-data.
     #[arg(long)]
     pub eval_max_windows: Option<usize>,
+    /// Where GGUF block quantization runs: cpu (default), cuda (an error without a GPU), or
+    /// auto. Same bytes either way; the Hugging Face schemes run on the CPU.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: plan::Device,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -532,6 +536,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     chunk_size: args.chunk_size,
                     force: args.force,
                     progress: show_progress,
+                    device: args.flags.device,
                 };
                 return run_convert(&args.input, &args.output, &opts, &run, &cli.global, out);
             }
@@ -614,6 +619,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 chunk_size: args.chunk_size,
                 force: args.force,
                 progress: show_progress,
+                device: args.quant_flags.device,
             };
             run_convert(&args.input, &args.output, &opts, &run, &cli.global, out)
         }
@@ -626,6 +632,7 @@ struct RunConvert {
     chunk_size: u64,
     force: bool,
     progress: bool,
+    device: plan::Device,
 }
 
 fn run_convert(
@@ -662,6 +669,7 @@ fn run_convert(
             chunk_bytes: run.chunk_size,
             progress: run.progress,
             force: run.force,
+            device: run.device,
         },
     )?;
     if global.json {
@@ -764,6 +772,7 @@ fn run_prune(
             chunk_bytes: args.chunk_size,
             progress,
             force: args.force,
+            device: plan::Device::Cpu,
         },
         emit_masks: args.emit_masks.or(r.emit_masks),
         eval_data: args.eval_data.or(r.eval_data),
@@ -858,6 +867,7 @@ fn run_reshard(
             chunk_bytes: args.chunk_size,
             progress: show_progress,
             force: args.force,
+            device: plan::Device::Cpu,
         },
     )?;
     if global.json {
@@ -888,6 +898,7 @@ fn exec_options(threads: usize, chunk_bytes: u64, progress: bool, force: bool) -
         chunk_bytes,
         progress,
         force,
+        device: plan::Device::Cpu,
     }
 }
 
@@ -904,6 +915,12 @@ fn run_quantize(
     out: &mut dyn Write,
 ) -> Result<()> {
     use crate::quant;
+    if f.device == plan::Device::Cuda {
+        return Err(Error::Usage(
+            "--device cuda applies to GGUF block types; the Hugging Face schemes run on the CPU"
+                .into(),
+        ));
+    }
     let progress = exec.progress;
     let opts = quant::QuantizeOptions {
         request: quant::scheme::QuantRequest::parse(quant)?,

@@ -24,6 +24,8 @@ pub struct ExecOptions {
     pub progress: bool,
     /// Replace an existing output.
     pub force: bool,
+    /// Where GGML block quantization runs (`--device`).
+    pub device: super::Device,
 }
 
 impl Default for ExecOptions {
@@ -33,6 +35,7 @@ impl Default for ExecOptions {
             chunk_bytes: 8 << 20,
             progress: false,
             force: false,
+            device: super::Device::Cpu,
         }
     }
 }
@@ -113,6 +116,7 @@ enum Work {
 
 fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<ExecStats> {
     let started = Instant::now();
+    let device = opts.device.resolve()?;
     let sources = input.map(|i| i.tensors()).unwrap_or_default();
     let staged = match plan.layout {
         OutputLayout::Folder => {
@@ -240,7 +244,7 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
             ) {
                 (Work::Rows(rows), Some(input), _) => {
                     let src = &sources[planned.recipe.source_index];
-                    run_chunk(input, src, planned, rows, chunk, out)?
+                    run_chunk(input, src, planned, rows, chunk, out, device)?
                 }
                 (Work::Produced, _, Some(producer)) => {
                     produce_chunk(producer.as_ref(), planned, chunk, out)?
@@ -321,6 +325,7 @@ fn run_chunk(
     rows: &Rows,
     chunk: &Chunk,
     out: &AtomicFile,
+    device: super::Device,
 ) -> Result<u64> {
     let all = input.bytes(src);
     let from = (chunk.first_row * rows.src_bytes) as usize;
@@ -363,21 +368,27 @@ fn run_chunk(
                     ref importance,
                 } => {
                     let row_elements = row_bytes / from.size();
-                    let dst =
-                        quantize_rows(input_bytes, from, ty, importance.as_deref(), row_elements)
-                            .map_err(|(index, e)| {
-                            let cols = row_elements.max(1) as u64;
-                            let row = chunk.first_row + index / cols;
-                            let reason = match e {
-                                kernels::KernelError::NotFinite { .. } => format!(
-                                    "row {row}, column {}: NaN or infinite weight (quantizing \
+                    let dst = quantize_rows(
+                        input_bytes,
+                        from,
+                        ty,
+                        importance.as_deref(),
+                        row_elements,
+                        device,
+                    )
+                    .map_err(|e| {
+                        let cols = row_elements.max(1) as u64;
+                        let reason = match e {
+                            RowsError::NotFinite { index } => format!(
+                                "row {}, column {}: NaN or infinite weight (quantizing \
                                      to {ty} stopped)",
-                                    index % cols
-                                ),
-                                other => format!("quantizing to {ty}: {other}"),
-                            };
-                            Error::tensor(&input.file_paths()[src.file], &src.name, reason)
-                        })?;
+                                chunk.first_row + index / cols,
+                                index % cols
+                            ),
+                            RowsError::Other(why) => format!("quantizing to {ty}: {why}"),
+                        };
+                        Error::tensor(&input.file_paths()[src.file], &src.name, reason)
+                    })?;
                     row_bytes = row_elements / ty.block_size() as usize * ty.type_size() as usize;
                     dst
                 }
@@ -413,19 +424,31 @@ fn produce_chunk(
 }
 
 /// Quantizes rows of `row_elements` little-endian `from` values, decoding about 64 Ki values at
-/// a time into one reused f32 buffer. On error returns the index of the offending value (for a
-/// non-finite input) with the kernel's error.
+/// a time into one reused f32 buffer, on the GPU when `device` is CUDA and the type has a twin.
+/// Why rows could not be quantized: a non-finite value (its index in the chunk), or else.
+enum RowsError {
+    NotFinite { index: u64 },
+    Other(String),
+}
+
+impl From<kernels::KernelError> for RowsError {
+    fn from(e: kernels::KernelError) -> Self {
+        RowsError::Other(e.to_string())
+    }
+}
+
 fn quantize_rows(
     bytes: &[u8],
     from: formats::Dtype,
     ty: formats::gguf::GgmlType,
     importance: Option<&[f32]>,
     row_elements: usize,
-) -> std::result::Result<Vec<u8>, (u64, kernels::KernelError)> {
+    device: super::Device,
+) -> std::result::Result<Vec<u8>, RowsError> {
     use kernels::cpu::ggml;
     let row_elements = row_elements.max(1);
     let src_row = row_elements * from.size();
-    let dst_row = ggml::quantized_len(ty, row_elements).map_err(|e| (0, e))?;
+    let dst_row = ggml::quantized_len(ty, row_elements)?;
     let rows = bytes.len() / src_row;
     if let Some(w) = importance {
         if w.len() != row_elements {
@@ -433,7 +456,7 @@ fn quantize_rows(
                 row: w.len(),
                 elements: row_elements,
             };
-            return Err((0, e));
+            return Err(e.into());
         }
     }
     let per = ((1 << 16) / row_elements).max(1);
@@ -443,12 +466,25 @@ fn quantize_rows(
     while r0 < rows {
         let k = per.min(rows - r0);
         let vals = &mut buf[..k * row_elements];
-        kernels::cpu::cast::decode_f32(&bytes[r0 * src_row..(r0 + k) * src_row], from, vals)
-            .map_err(|e| (0, e))?;
+        kernels::cpu::cast::decode_f32(&bytes[r0 * src_row..(r0 + k) * src_row], from, vals)?;
         let out = &mut dst[r0 * dst_row..(r0 + k) * dst_row];
+        if device == super::Device::Cuda && importance.is_none() {
+            match super::device::quantize_ggml_cuda(ty, vals, out) {
+                Ok(true) => {
+                    r0 += k;
+                    continue;
+                }
+                Ok(false) => {}
+                // The CPU kernel names the offending value.
+                Err(kernels::cuda::CudaError::NonFinite) => {}
+                Err(e) => return Err(RowsError::Other(e.to_string())),
+            }
+        }
         ggml::quantize(ty, vals, out, importance).map_err(|e| match e {
-            kernels::KernelError::NotFinite { index } => ((r0 * row_elements + index) as u64, e),
-            other => (0, other),
+            kernels::KernelError::NotFinite { index } => RowsError::NotFinite {
+                index: (r0 * row_elements + index) as u64,
+            },
+            other => other.into(),
         })?;
         r0 += k;
     }

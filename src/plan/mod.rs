@@ -5,7 +5,10 @@
 //! headers are written first and tensors can be produced independently and in parallel
 //! ([`execute`]). `--dry-run` prints the plan as JSON.
 
+mod device;
 mod exec;
+
+pub use device::Device;
 
 pub use exec::{execute, execute_produced, ExecOptions, ExecStats};
 

@@ -4,8 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The checkout; `CKPT_OPT_ROOT` overrides it where the test binary runs away from its build
+/// (the GPU machine of `scripts/gpu-check.sh`).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CKPT_OPT_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -22,7 +26,11 @@ pub const MODELS: [&str; 4] = ["llama-gqa", "qwen2-bias", "mistral-spm", "llama-
 
 /// Runs `ckpt-opt ARGS` and returns its output.
 pub fn ckpt_opt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ckpt-opt"))
+    // `CKPT_OPT_BIN`: as `CKPT_OPT_ROOT`, for a binary moved to another machine.
+    let bin = std::env::var_os("CKPT_OPT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ckpt-opt")));
+    Command::new(bin)
         .args(args)
         .output()
         .expect("the ckpt-opt binary runs")

@@ -1,0 +1,70 @@
+//! `--device cpu|cuda|auto`: where the executor runs GGML block quantization.
+//!
+//! The CUDA twins (`kernels::cuda`) give the same bytes as the CPU kernels (integer codes and
+//! fp16 scales bit-exact; see the README's CUDA section), so the device changes speed, never
+//! the output. Types without a twin (Q2_K, Q3_K) and importance-weighted (imatrix) quantization
+//! run on the CPU whatever the device.
+
+use crate::error::{Error, Result};
+use formats::gguf::GgmlType;
+use kernels::cuda::{CudaError, Quantizer};
+use std::cell::RefCell;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// A CUDA GPU; an error when none can be opened.
+    Cuda,
+    /// CUDA when a GPU can be opened, else the CPU.
+    Auto,
+}
+
+impl Device {
+    /// `Cpu` or `Cuda`: `Auto` decided, `Cuda` checked (our error, not cudarc's panic, when
+    /// libcuda, NVRTC or a GPU is missing, or the build has no `cuda` feature).
+    pub fn resolve(self) -> Result<Device> {
+        match self {
+            Device::Cpu => Ok(Device::Cpu),
+            Device::Auto if kernels::cuda::cuda_available() => Ok(Device::Cuda),
+            Device::Auto => Ok(Device::Cpu),
+            Device::Cuda => match Quantizer::new() {
+                Ok(_) => Ok(Device::Cuda),
+                Err(e) => Err(Error::Usage(format!("--device cuda: {e}"))),
+            },
+        }
+    }
+}
+
+thread_local! {
+    /// One quantizer (and CUDA stream) per worker thread, made on first use.
+    static QUANTIZER: RefCell<Option<Quantizer>> = const { RefCell::new(None) };
+}
+
+/// Quantizes `src` (whole rows) into `dst` on the GPU when `ty` has a CUDA twin; `Ok(false)`
+/// when it has none, so the caller runs the CPU kernel.
+pub fn quantize_ggml_cuda(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<bool, CudaError> {
+    type Twin = fn(&Quantizer, &[f32], &mut [u8]) -> Result<(), CudaError>;
+    let twin: Twin = match ty {
+        GgmlType::Q8_0 => Quantizer::q8_0,
+        GgmlType::Q4_0 => Quantizer::q4_0,
+        GgmlType::Q4_1 => Quantizer::q4_1,
+        GgmlType::Q5_0 => Quantizer::q5_0,
+        GgmlType::Q5_1 => Quantizer::q5_1,
+        GgmlType::Q4K => Quantizer::q4_k,
+        GgmlType::Q5K => Quantizer::q5_k,
+        GgmlType::Q6K => Quantizer::q6_k,
+        _ => return Ok(false),
+    };
+    QUANTIZER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Quantizer::new()?);
+        }
+        match slot.as_ref() {
+            Some(q) => twin(q, src, dst).map(|()| true),
+            None => Ok(false),
+        }
+    })
+}
