@@ -2,9 +2,8 @@
 //! one input tensor (or zeros), and the [`TensorProducer`] that executes it in row chunks.
 //!
 //! Inputs are read with positioned reads into a per-thread buffer, then written in one
-//! positioned write: whole-width runs read straight into place; column slices (row-parallel
-//! weights being split) read each row's segment; whole rows landing in part of the output
-//! rows (row-parallel weights being merged) are read as one span and copied row by row.
+//! positioned write: whole-width runs read straight into place; column segments (row-parallel
+//! weights being split or merged) read the rows' whole span once and copy a segment per row.
 
 use super::input::{Input, Piece, Reader};
 use super::layout::{BlockSource, StoredTensor};
@@ -132,18 +131,11 @@ impl SliceProducer {
                 let o = ((a - first_row) * rb) as usize;
                 src.file
                     .read_at(&mut dst[o..o + (n * rb) as usize], first_src)?;
-            } else if run.width < src.row_bytes {
-                // A column slice of wider rows (a row-parallel split): read only the segments,
-                // not the rows around them, which other ranks' outputs take.
-                let w = run.width as usize;
-                for i in 0..n {
-                    let o = ((a - first_row + i) * rb + run.out_col) as usize;
-                    let at = first_src + i * src.row_bytes + src.col;
-                    src.file.read_at(&mut dst[o..o + w], at)?;
-                }
             } else {
-                // Whole source rows into part of each output row (a row-parallel merge): one
-                // read of the rows' span, then a segment per row.
+                // Column segments (row-parallel weights split or merged): one read of the rows'
+                // whole span, then a segment per row. A split reads the rows around its
+                // segments too (other ranks take them), which costs less than a read per row:
+                // a system call costs more than copying a few KiB from the page cache.
                 let len = (n * src.row_bytes) as usize;
                 if span.len() < len {
                     span.resize(len, 0);
