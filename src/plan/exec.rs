@@ -218,6 +218,12 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
         geometry.push(per_file);
     }
 
+    if input.is_none() {
+        // Produced plans (tensor-parallel ranks) have files of matching tensors: the same
+        // rows of tensor i of every rank file are made one after the other, so producers
+        // slicing one input span for several ranks find it still cached.
+        chunks.sort_by_key(|c| (c.tensor, c.first_row, c.file));
+    }
     let total: u64 = plan
         .files
         .iter()
