@@ -259,6 +259,10 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
     })?;
     bar.finish_and_clear();
 
+    if outputs.len() > 1 {
+        // Flush every output at once: one after the other, each waits for the disk alone.
+        pool.install(|| outputs.par_iter().try_for_each(|o| o.sync()))?;
+    }
     for side in &plan.side_files {
         formats::atomic::write_file_atomic(&dir.join(&side.name), &side.bytes)?;
     }
