@@ -4,8 +4,8 @@
 //! [`layout`] says, as data, which rectangle of which Hugging Face tensor each stored row
 //! holds in each layout. Reading an input ([`input`]) checks every rank file against that
 //! description and indexes the stored pieces; each output tensor then becomes a short copy
-//! program over those pieces ([`slices`]), run by the plan executor in row chunks straight
-//! from the mmapped rank files. Nothing is ever assembled at tp 1, on disk or in memory.
+//! program over those pieces ([`slices`]), run by the plan executor in row chunks read
+//! straight from the rank files. Nothing is ever assembled at tp 1, on disk or in memory.
 
 pub mod config;
 pub mod input;
