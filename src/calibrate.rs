@@ -337,14 +337,45 @@ pub fn calibrate(
     output: &Path,
     opts: &CalibrateOptions,
 ) -> Result<CalibrateReport> {
+    check_sampling(opts)?;
+    check_output_dir(output)?;
+    let (stats, seconds) = collect_stats(model_path, data_path, opts)?;
+    stats.write(output)?;
     let s = opts.sampling;
-    if s.samples == 0 {
+    Ok(CalibrateReport {
+        model: model_path.to_path_buf(),
+        data: data_path.to_path_buf(),
+        output: output.to_path_buf(),
+        samples: s.samples,
+        seq_len: s.seq_len,
+        seed: s.seed,
+        windows: stats.windows,
+        tokens: stats.tokens,
+        tensors: stats.tensors.len(),
+        seconds,
+        tokens_per_second: stats.tokens as f64 / seconds.max(1e-9),
+    })
+}
+
+fn check_sampling(opts: &CalibrateOptions) -> Result<()> {
+    if opts.sampling.samples == 0 {
         return Err(Error::Usage("--calib-samples must be at least 1".into()));
     }
-    if s.seq_len == 0 {
+    if opts.sampling.seq_len == 0 {
         return Err(Error::Usage("--calib-seq-len must be at least 1".into()));
     }
-    check_output_dir(output)?;
+    Ok(())
+}
+
+/// The statistics [`calibrate`] writes, kept in memory (pruning computes them on the fly), with
+/// the seconds the forward passes took.
+pub fn collect_stats(
+    model_path: &Path,
+    data_path: &Path,
+    opts: &CalibrateOptions,
+) -> Result<(CalibrationStats, f64)> {
+    check_sampling(opts)?;
+    let s = opts.sampling;
     let ckpt = Checkpoint::open(model_path)?;
     let model = Model::load(&ckpt)?;
     let (tok, tok_path) = crate::eval::load_checked_tokenizer(&ckpt, &model)?;
@@ -358,15 +389,7 @@ pub fn calibrate(
     }
 
     let start = Instant::now();
-    let dims = Dims::of(model.config());
-    let mut collector = Collector::new(dims);
-    let bar = crate::eval::progress_bar(opts.progress, windows.len() as u64);
-    for batch in windows.chunks(opts.batch.max(1)) {
-        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
-        model.observe_batch(&refs, &mut collector)?;
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
+    let collector = collect(&model, &windows, opts.batch, opts.progress)?;
     let seconds = start.elapsed().as_secs_f64();
 
     let metadata = BTreeMap::from(
@@ -382,21 +405,37 @@ pub fn calibrate(
         ]
         .map(|(k, v)| (k.to_string(), v)),
     );
-    let stats = collector.finish(metadata);
-    stats.write(output)?;
-    Ok(CalibrateReport {
-        model: model_path.to_path_buf(),
-        data: data_path.to_path_buf(),
-        output: output.to_path_buf(),
-        samples: s.samples,
-        seq_len: s.seq_len,
-        seed: s.seed,
-        windows: stats.windows,
-        tokens: stats.tokens,
-        tensors: stats.tensors.len(),
-        seconds,
-        tokens_per_second: stats.tokens as f64 / seconds.max(1e-9),
-    })
+    Ok((collector.finish(metadata), seconds))
+}
+
+/// Runs `windows` through `model` in batches of `batch`, collecting every statistic.
+fn collect(model: &Model, windows: &[Vec<u32>], batch: usize, progress: bool) -> Result<Collector> {
+    let mut collector = Collector::new(Dims::of(model.config()));
+    let bar = crate::eval::progress_bar(progress, windows.len() as u64);
+    for batch in windows.chunks(batch.max(1)) {
+        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+        model.observe_batch(&refs, &mut collector)?;
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(collector)
+}
+
+/// The statistics of `windows` in memory (what [`calibrate`] writes), for jobs that calibrate
+/// on the fly (`quantize --calib-data`) on a model they already hold.
+pub fn collect_stats_of_windows(
+    model: &Model,
+    windows: &[Vec<u32>],
+    batch: usize,
+    progress: bool,
+) -> Result<CalibrationStats> {
+    let collector = collect(model, windows, batch, progress)?;
+    let metadata = BTreeMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("windows".to_string(), collector.windows.to_string()),
+        ("tokens".to_string(), collector.tokens.to_string()),
+    ]);
+    Ok(collector.finish(metadata))
 }
 
 /// The output's folder must exist (checked before the model runs, so nothing is computed for a

@@ -16,6 +16,8 @@ pub mod import;
 pub mod inspect;
 pub mod model;
 pub mod plan;
+pub mod prune;
+pub mod quant;
 pub mod shard;
 
 pub use error::{Error, Result};

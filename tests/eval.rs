@@ -216,12 +216,12 @@ fn errors_name_the_file() {
     let e = fails(&["eval", ms, "--data", s(&data), "--teacher", s(&small)], 1);
     assert!(e.contains("small") && e.contains("vocab_size 500"), "{e}");
 
-    // A block-quantized tensor is named (dequantization is not there yet).
-    let q8 = dir.path().join("q8.gguf");
-    run_python("make_q8_gguf.py", &[s(&q8)]);
-    let e = fails(&["eval", s(&q8), "--data", s(&data)], 1);
+    // A block type without a dequantization kernel (IQ4_NL) is named.
+    let iq = dir.path().join("iq4nl.gguf");
+    run_python("make_q8_gguf.py", &[s(&iq), "IQ4_NL"]);
+    let e = fails(&["eval", s(&iq), "--data", s(&data)], 1);
     assert!(
-        e.contains("q8.gguf") && e.contains("blk.0.ffn_down.weight") && e.contains("Q8_0"),
+        e.contains("iq4nl.gguf") && e.contains("blk.0.ffn_down.weight") && e.contains("IQ4_NL"),
         "{e}"
     );
 

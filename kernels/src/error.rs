@@ -3,6 +3,7 @@
 //! `thiserror` is not a dependency of this crate, so `Display` and `Error` are written by hand;
 //! the messages follow the same one-line, lower-case style as the other crates' errors.
 
+use formats::gguf::GgmlType;
 use formats::Dtype;
 use std::fmt;
 
@@ -21,6 +22,27 @@ pub enum KernelError {
     },
     /// A float-only kernel (`decode_f32`, `encode_f32`) was given a non-float dtype.
     NotFloat(Dtype),
+    /// No GGML block kernel for this type.
+    UnsupportedGgml(GgmlType),
+    /// The element count is not a whole number of blocks.
+    PartialBlock {
+        ty: GgmlType,
+        elements: usize,
+        block: usize,
+    },
+    /// The block bytes do not match the element count.
+    BlockBytes {
+        ty: GgmlType,
+        expected: usize,
+        actual: usize,
+    },
+    /// A NaN or infinite value at this index of the input.
+    NotFinite { index: usize },
+    /// Importance weights must cover a row whose length is a whole number of blocks and divides
+    /// the input.
+    ImportanceLength { row: usize, elements: usize },
+    /// Importance weights must be finite and non-negative.
+    ImportanceNotFinite,
 }
 
 impl fmt::Display for KernelError {
@@ -43,6 +65,34 @@ impl fmt::Display for KernelError {
                 to.size()
             ),
             KernelError::NotFloat(d) => write!(f, "dtype {d} is not a floating-point type"),
+            KernelError::UnsupportedGgml(t) => write!(f, "no {t} block kernel"),
+            KernelError::PartialBlock {
+                ty,
+                elements,
+                block,
+            } => write!(
+                f,
+                "{elements} values are not a whole number of {ty} blocks of {block}"
+            ),
+            KernelError::BlockBytes {
+                ty,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{actual} bytes of {ty} blocks where {expected} were expected"
+            ),
+            KernelError::NotFinite { index } => {
+                write!(f, "value {index} is NaN or infinite")
+            }
+            KernelError::ImportanceLength { row, elements } => write!(
+                f,
+                "importance weights of {row} columns do not fit rows of {elements} values \
+                 (whole blocks per row, whole rows)"
+            ),
+            KernelError::ImportanceNotFinite => {
+                write!(f, "importance weights must be finite and non-negative")
+            }
         }
     }
 }

@@ -46,10 +46,16 @@ pub enum Command {
     Eval(EvalArgs),
     /// Activation statistics for quantization and pruning, from sampled calibration windows.
     Calibrate(CalibrateArgs),
+    /// Drop layers or shrink FFN, attention and hidden widths by activation importance
+    /// (Minitron), writing the pruned model in the input's format.
+    Prune(Box<PruneArgs>),
     /// Split or merge tensor/pipeline-parallel checkpoints (hf, trtllm, megatron), streaming.
     Reshard(ReshardArgs),
     /// Per pipeline stage: layers, and shapes of the hidden states sent and received.
     PlanPipeline(PlanPipelineArgs),
+    /// Quantize a Hugging Face checkpoint (fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto) into
+    /// modelopt's unified HF layout, with a before/after quality report.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +89,156 @@ pub struct ReshardArgs {
     /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     pub chunk_size: u64,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct PruneArgs {
+    /// Input: a Hugging Face folder or a GGUF file.
+    pub input: PathBuf,
+    /// Output: a folder (Hugging Face input) or a .gguf file (GGUF input).
+    pub output: PathBuf,
+    /// All options in a TOML (flat key = value) or JSON file; flags given here override it.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Layers to drop, 0-based as in model.layers.N / blk.N, e.g. 3,5-7.
+    #[arg(long)]
+    pub drop_layers: Option<String>,
+    /// Keep this many layers, dropping the least important (see --depth-metric).
+    #[arg(long)]
+    pub target_num_layers: Option<usize>,
+    /// Layer ranking for --target-num-layers: bi (block influence from the statistics) or ppl
+    /// (perplexity with the layer removed, on the --calib-data windows). Default bi.
+    #[arg(long)]
+    pub depth_metric: Option<String>,
+    /// New intermediate_size (FFN neurons kept per layer by importance).
+    #[arg(long)]
+    pub target_ffn_hidden_size: Option<usize>,
+    /// New num_attention_heads (uniform per query group).
+    #[arg(long)]
+    pub target_num_attention_heads: Option<usize>,
+    /// New num_key_value_heads (whole query groups removed).
+    #[arg(long)]
+    pub target_num_query_groups: Option<usize>,
+    /// New hidden_size (embedding channels kept by importance).
+    #[arg(long)]
+    pub target_hidden_size: Option<usize>,
+    /// Importance statistics from `ckpt-opt calibrate`.
+    #[arg(long)]
+    pub calib_stats: Option<PathBuf>,
+    /// Calibration text: statistics computed on the fly (and the ppl depth metric's windows).
+    #[arg(long)]
+    pub calib_data: Option<PathBuf>,
+    /// Calibration windows (default 64).
+    #[arg(long)]
+    pub calib_samples: Option<usize>,
+    /// Tokens per calibration window (default 128).
+    #[arg(long)]
+    pub calib_seq_len: Option<usize>,
+    /// Seed of the calibration window sampling (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write the decision (kept indices per dimension) as a safetensors masks file.
+    #[arg(long)]
+    pub emit_masks: Option<PathBuf>,
+    /// Apply a masks file from --emit-masks (possibly edited) instead of deciding.
+    #[arg(long)]
+    pub apply_masks: Option<PathBuf>,
+    /// Held-out text: perplexity before/after and KL of the pruned model vs the unpruned one.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// Tokens per evaluation window (default 128).
+    #[arg(long)]
+    pub eval_ctx: Option<usize>,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    pub eval_max_windows: Option<usize>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// hf output: largest shard, e.g. 5GB (default).
+    #[arg(long, value_parser = parse_size)]
+    pub max_shard_size: Option<u64>,
+    /// Print the plan and the decision and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    pub chunk_size: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Input: a Hugging Face folder (safetensors + config.json).
+    pub input: PathBuf,
+    /// Output folder (written whole, atomically).
+    pub output: PathBuf,
+    /// Scheme: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, or auto (with --target).
+    #[arg(long)]
+    pub quant: String,
+    #[command(flatten)]
+    pub flags: QuantFlags,
+    /// hf output: largest shard, e.g. 5GB (default), 500MB, 2GiB.
+    #[arg(long, value_parser = parse_size)]
+    pub max_shard_size: Option<u64>,
+    /// Replace an existing output (the old one stays until the new one is complete).
+    #[arg(long)]
+    pub force: bool,
+    /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
+    #[arg(long, value_parser = parse_size, default_value = "8MiB")]
+    pub chunk_size: u64,
+}
+
+/// Options of a quantization scheme, shared by `quantize` and `convert --quant`.
+#[derive(Args, Debug, Clone)]
+pub struct QuantFlags {
+    /// With --quant auto: the deployment target whose hardware picks the scheme.
+    #[arg(long, value_enum)]
+    pub target: Option<crate::quant::auto::Target>,
+    /// Calibration text (UTF-8 or JSONL), run through the model (fp8, int8_sq, int4_awq).
+    #[arg(long)]
+    pub calib_data: Option<PathBuf>,
+    /// Precomputed statistics from `ckpt-opt calibrate` (fp8, int8_sq).
+    #[arg(long)]
+    pub calib_stats: Option<PathBuf>,
+    /// Calibration windows sampled from --calib-data.
+    #[arg(long, default_value_t = 32)]
+    pub calib_samples: usize,
+    /// Tokens per calibration window.
+    #[arg(long, default_value_t = 128)]
+    pub calib_seq_len: usize,
+    /// Seed of the calibration window sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// SmoothQuant migration strength α (0..1).
+    #[arg(long, default_value_t = crate::quant::DEFAULT_SQ_ALPHA)]
+    pub sq_alpha: f32,
+    /// INT4 group size (input channels per scale).
+    #[arg(long, default_value_t = crate::quant::DEFAULT_GROUP_SIZE)]
+    pub group_size: usize,
+    /// int4_awq: also search a clip ratio per group (AutoAWQ's clip search; not for q/k).
+    #[arg(long)]
+    pub awq_clip: bool,
+    /// Leave linears matching this glob unquantized (module or weight name; repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Quantize only linears matching this glob (repeatable; --exclude still applies).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Write the quality report as JSON here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Held-out text: adds perplexity and KL vs the input model to the report.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// Tokens per --eval-data window.
+    #[arg(long, default_value_t = 128)]
+    pub eval_ctx: usize,
+    /// Evaluate only the first N windows of --eval-data.
+    #[arg(long)]
+    pub eval_max_windows: Option<usize>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -196,6 +352,14 @@ pub struct ConvertArgs {
     /// gguf output: general.name (default: the input folder's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Quantize the weights. gguf output, as llama-quantize does: q8_0, q4_0, q4_1, q5_0,
+    /// q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, or the mixes q4_k_s, q4_k_m, q5_k_m, q6_k. hf output,
+    /// as `quantize` does: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto.
+    #[arg(long)]
+    pub quant: Option<String>,
+    /// With --quant: importance weights from `calibrate` statistics (llama.cpp's imatrix).
+    #[arg(long, requires = "quant")]
+    pub imatrix: Option<PathBuf>,
     /// Print the plan (outputs, tensors, recipes, bytes, memory estimate) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -205,6 +369,9 @@ pub struct ConvertArgs {
     /// Largest unit of work in flight per thread, e.g. 8MiB (default); bounds memory.
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     pub chunk_size: u64,
+    /// Options of the hf schemes (as `quantize`).
+    #[command(flatten)]
+    pub quant_flags: QuantFlags,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -343,7 +510,54 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 write_out(out, &crate::shard::pipeline::render(&plan))
             }
         }
+        Command::Prune(args) => run_prune(*args, &cli.global, show_progress, out),
+        Command::Quantize(args) => {
+            let exec = exec_options(
+                cli.global.threads,
+                args.chunk_size,
+                show_progress,
+                args.force,
+            );
+            run_quantize(
+                &cli.global,
+                &args.input,
+                &args.output,
+                &args.quant,
+                &args.flags,
+                args.max_shard_size,
+                exec,
+                out,
+            )
+        }
         Command::Convert(args) => {
+            if let (Some(quant), FormatArg::Hf) = (&args.quant, args.format) {
+                if args.imatrix.is_some() {
+                    return Err(Error::Usage(
+                        "--imatrix applies to gguf output; hf schemes take --calib-stats".into(),
+                    ));
+                }
+                if args.dry_run || args.dtype.is_some() || args.name.is_some() {
+                    return Err(Error::Usage(
+                        "--quant cannot be combined with --dry-run, --dtype or --name".into(),
+                    ));
+                }
+                let exec = exec_options(
+                    cli.global.threads,
+                    args.chunk_size,
+                    show_progress,
+                    args.force,
+                );
+                return run_quantize(
+                    &cli.global,
+                    &args.input,
+                    &args.output,
+                    quant,
+                    &args.quant_flags,
+                    args.max_shard_size,
+                    exec,
+                    out,
+                );
+            }
             let input = Checkpoint::open(&args.input)?;
             let opts = ConvertOptions {
                 format: match args.format {
@@ -359,6 +573,12 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     max_bytes: args.split_max_size,
                 },
                 model_name: args.name,
+                quant: args
+                    .quant
+                    .as_deref()
+                    .map(crate::quant::gguf::GgufQuant::parse)
+                    .transpose()?,
+                imatrix: args.imatrix,
             };
             if matches!(opts.format, OutputFormat::Hf)
                 && (args.split_max_size.is_some() || args.split_max_tensors.is_some())
@@ -410,6 +630,124 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 write_out(out, &text)
             }
         }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct PruneDryRun<'a> {
+    params_before: u64,
+    params_after: u64,
+    after: crate::prune::Sizes,
+    kept_layers: &'a [usize],
+    depth_scores: Option<&'a crate::prune::DepthScores>,
+    output_bytes: u64,
+    estimated_peak_bytes: u64,
+    plan: &'a plan::Plan,
+}
+
+fn run_prune(
+    args: PruneArgs,
+    global: &GlobalArgs,
+    progress: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let r = match &args.recipe {
+        Some(p) => crate::prune::recipe::load(p)?,
+        None => crate::prune::recipe::RecipeOptions::default(),
+    };
+    let drop_layers = args
+        .drop_layers
+        .or(r.drop_layers)
+        .map(|t| {
+            crate::prune::select::parse_layer_list(&t)
+                .map_err(|why| Error::Usage(format!("--drop-layers: {why}")))
+        })
+        .transpose()?;
+    let depth_metric = match args.depth_metric.or(r.depth_metric) {
+        Some(m) => crate::prune::DepthMetric::parse(&m)?,
+        None => crate::prune::DepthMetric::Bi,
+    };
+    let opts = crate::prune::PruneOptions {
+        drop_layers,
+        target_num_layers: args.target_num_layers.or(r.target_num_layers),
+        depth_metric,
+        target_ffn_hidden_size: args.target_ffn_hidden_size.or(r.target_ffn_hidden_size),
+        target_num_attention_heads: args
+            .target_num_attention_heads
+            .or(r.target_num_attention_heads),
+        target_num_query_groups: args.target_num_query_groups.or(r.target_num_query_groups),
+        target_hidden_size: args.target_hidden_size.or(r.target_hidden_size),
+        calib_stats: args.calib_stats.or(r.calib_stats),
+        calib_data: args.calib_data.or(r.calib_data),
+        calibrate: crate::calibrate::CalibrateOptions {
+            sampling: crate::data::Sampling {
+                samples: args.calib_samples.or(r.calib_samples).unwrap_or(64),
+                seq_len: args.calib_seq_len.or(r.calib_seq_len).unwrap_or(128),
+                seed: args.seed.or(r.seed).unwrap_or(0),
+            },
+            batch: 8,
+            progress,
+            dump_windows: None,
+        },
+        apply_masks: args.apply_masks.or(r.apply_masks),
+        max_shard_size: args
+            .max_shard_size
+            .unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
+    };
+    let threads = if global.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        global.threads
+    };
+    let report_path = args.report.or(r.report);
+    let run = crate::prune::RunOptions {
+        exec: ExecOptions {
+            threads,
+            chunk_bytes: args.chunk_size,
+            progress,
+            force: args.force,
+        },
+        emit_masks: args.emit_masks.or(r.emit_masks),
+        eval_data: args.eval_data.or(r.eval_data),
+        eval: crate::eval::EvalOptions {
+            ctx: args.eval_ctx.or(r.eval_ctx).unwrap_or(128),
+            max_windows: args.eval_max_windows.or(r.eval_max_windows),
+            progress,
+            ..crate::eval::EvalOptions::default()
+        },
+    };
+    if run.eval.ctx < 2 {
+        return Err(Error::Usage("--eval-ctx must be at least 2".into()));
+    }
+    let pool = thread_pool(global.threads)?;
+    if args.dry_run {
+        let planned = pool.install(|| {
+            let ckpt = std::sync::Arc::new(Checkpoint::open(&args.input)?);
+            crate::prune::plan_prune(&ckpt, &args.input, &args.output, &opts)
+        })?;
+        let report = PruneDryRun {
+            params_before: planned.params_before,
+            params_after: planned.params_after,
+            after: planned.kept.target().into(),
+            kept_layers: &planned.kept.layers,
+            depth_scores: planned.depth_scores.as_ref(),
+            output_bytes: planned.plan.output_bytes(),
+            estimated_peak_bytes: estimated_peak(args.chunk_size, threads),
+            plan: &planned.plan,
+        };
+        return write_json(out, &report);
+    }
+    let report = pool.install(|| crate::prune::prune(&args.input, &args.output, &opts, &run))?;
+    if let Some(p) = &report_path {
+        let mut text = serde_json::to_vec_pretty(&report)
+            .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
+        text.push(b'\n');
+        formats::atomic::write_file_atomic(p, &text)?;
+    }
+    if global.json {
+        write_json(out, &report)
+    } else {
+        write_out(out, &crate::prune::render(&report))
     }
 }
 
@@ -479,6 +817,84 @@ fn run_reshard(
             stats.seconds
         ));
         write_out(out, &text)
+    }
+}
+
+fn exec_options(threads: usize, chunk_bytes: u64, progress: bool, force: bool) -> ExecOptions {
+    ExecOptions {
+        threads: if threads == 0 {
+            rayon::current_num_threads()
+        } else {
+            threads
+        },
+        chunk_bytes,
+        progress,
+        force,
+    }
+}
+
+/// `quantize` and `convert --format hf --quant`: same options, same code.
+#[allow(clippy::too_many_arguments)]
+fn run_quantize(
+    global: &GlobalArgs,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    quant: &str,
+    f: &QuantFlags,
+    max_shard_size: Option<u64>,
+    exec: ExecOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use crate::quant;
+    let progress = exec.progress;
+    let opts = quant::QuantizeOptions {
+        request: quant::scheme::QuantRequest::parse(quant)?,
+        target: f.target,
+        calib: quant::calib::CalibSource {
+            data: f.calib_data.clone(),
+            stats: f.calib_stats.clone(),
+            sampling: Some(crate::data::Sampling {
+                samples: f.calib_samples,
+                seq_len: f.calib_seq_len,
+                seed: f.seed,
+            }),
+            batch: 8,
+            progress,
+            awq_clip: f.awq_clip,
+        },
+        sq_alpha: f.sq_alpha,
+        group_size: f.group_size,
+        selection: quant::select::Selection::new(&f.include, &f.exclude)?,
+        max_shard_size: max_shard_size.unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
+        eval_data: f.eval_data.clone(),
+        eval: crate::eval::EvalOptions {
+            ctx: f.eval_ctx,
+            max_windows: f.eval_max_windows,
+            progress,
+            ..Default::default()
+        },
+        exec,
+    };
+    if let Some(p) = &f.report {
+        if p.is_dir() {
+            return Err(Error::Usage(format!(
+                "--report {}: is a folder",
+                p.display()
+            )));
+        }
+    }
+    let pool = thread_pool(global.threads)?;
+    let report = pool.install(|| quant::quantize(input, output, &opts))?;
+    if let Some(p) = &f.report {
+        let mut text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
+        text.push('\n');
+        std::fs::write(p, text).map_err(|e| formats::FormatError::io(p, "write", e))?;
+    }
+    if global.json {
+        write_json(out, &report)
+    } else {
+        write_out(out, &quant::report::render(&report))
     }
 }
 

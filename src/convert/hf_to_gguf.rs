@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::export::gguf_meta;
 use crate::model::{self, ModelConfig};
 use crate::plan::{Op, OutputLayout, Plan};
+use crate::quant::gguf::QuantPlanner;
 use formats::gguf::{self, GgmlType, GgufTensorSpec, MetadataValue};
 use formats::Dtype;
 use std::collections::HashMap;
@@ -27,10 +28,22 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
             _ => Dtype::F16,
         },
     };
-    let file_type = match out_dtype {
-        Dtype::F32 => gguf_meta::FILE_TYPE_F32,
-        Dtype::BF16 => gguf_meta::FILE_TYPE_BF16,
-        _ => gguf_meta::FILE_TYPE_F16,
+    let file_type = match (opts.quant, out_dtype) {
+        (Some(q), _) => q.file_type(),
+        (None, Dtype::F32) => gguf_meta::FILE_TYPE_F32,
+        (None, Dtype::BF16) => gguf_meta::FILE_TYPE_BF16,
+        (None, _) => gguf_meta::FILE_TYPE_F16,
+    };
+    let quantizer = match opts.quant {
+        Some(q) => {
+            // llama.cpp treats the model as tied when the file has no output.weight.
+            let tied = !sources.iter().any(|t| {
+                !model::is_skipped_hf_tensor(&t.name)
+                    && model::hf_to_gguf_name(&t.name).as_deref() == Some("output.weight")
+            });
+            Some(QuantPlanner::new(q, &cfg, tied, opts.imatrix.as_deref())?)
+        }
+        None => None,
     };
     // gguf-py counts the parameters of every tensor it writes (`get_total_parameter_count`).
     let parameters = sources
@@ -96,11 +109,23 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
                 });
             }
         }
-        ops.extend(cast_op(from, to));
+        let dims: Vec<u64> = src.shape.iter().rev().copied().collect();
+        let ggml_type = match &quantizer {
+            Some(qp) => {
+                let path = &input.file_paths()[src.file];
+                let tq = qp.tensor(&name, &dims, from, (path, &src.name))?;
+                ops.extend(tq.ops);
+                tq.ggml_type
+            }
+            None => {
+                ops.extend(cast_op(from, to));
+                GgmlType::from_dtype(to).unwrap_or(GgmlType::F32)
+            }
+        };
         specs.push(GgufTensorSpec {
             name: name.clone(),
-            dims: src.shape.iter().rev().copied().collect(),
-            ggml_type: GgmlType::from_dtype(to).unwrap_or(GgmlType::F32),
+            dims,
+            ggml_type,
         });
         recipes.insert(name, (index, ops));
     }

@@ -6,6 +6,8 @@ mod gguf_to_hf;
 mod hf_to_gguf;
 pub(crate) mod hf_to_hf;
 
+pub(crate) use hf_to_hf::CARRIED_FILES;
+
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
 use crate::plan::{Op, Plan, PlannedFile, PlannedTensor, Recipe};
@@ -31,6 +33,10 @@ pub struct ConvertOptions {
     pub split: formats::gguf::SplitOptions,
     /// GGUF `general.name`; defaults to the input folder's name.
     pub model_name: Option<String>,
+    /// GGUF output: quantize the weights (`--quant`).
+    pub quant: Option<crate::quant::gguf::GgufQuant>,
+    /// GGUF output with `quant`: importance weights from `calibrate` statistics (`--imatrix`).
+    pub imatrix: Option<PathBuf>,
 }
 
 impl Default for ConvertOptions {
@@ -44,6 +50,8 @@ impl Default for ConvertOptions {
                 max_bytes: None,
             },
             model_name: None,
+            quant: None,
+            imatrix: None,
         }
     }
 }
@@ -57,6 +65,17 @@ pub fn plan_convert(input: &Checkpoint, output: &Path, opts: &ConvertOptions) ->
                 d.name().to_lowercase()
             )));
         }
+    }
+    if opts.format == OutputFormat::Hf && opts.quant.is_some() {
+        return Err(Error::Usage("--quant applies to gguf output".into()));
+    }
+    if opts.imatrix.is_some() && opts.quant.is_none() {
+        return Err(Error::Usage("--imatrix needs --quant".into()));
+    }
+    if opts.quant.is_some() && opts.dtype.is_some() {
+        return Err(Error::Usage(
+            "--dtype and --quant are exclusive (unquantized tensors stay F32, others F16)".into(),
+        ));
     }
     match (input, opts.format) {
         (Checkpoint::Safetensors(_), OutputFormat::Gguf) => hf_to_gguf::plan(input, output, opts),

@@ -19,6 +19,9 @@ const LM_HEAD_CHUNK_BYTES: usize = 64 << 20;
 pub struct Model<'a> {
     weights: WeightIndex<'a>,
     inv_freq: Vec<f64>,
+    /// Decoder layers passed over (the residual stream goes through unchanged): the model
+    /// with those layers removed, for pruning's perplexity-based depth metric.
+    skipped: Vec<bool>,
 }
 
 /// One observation point of the forward pass, with the activations of one sequence there
@@ -101,7 +104,25 @@ impl<'a> Model<'a> {
                 .zip(factors)
                 .for_each(|(f, d)| *f /= f64::from(d));
         }
-        Ok(Model { weights, inv_freq })
+        Ok(Model {
+            weights,
+            inv_freq,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// From now on, runs as if decoder layers `layers` were removed (an empty list restores
+    /// every layer). Indices past the last layer are ignored.
+    pub fn skip_layers(&mut self, layers: &[usize]) {
+        let n = self.config().num_hidden_layers as usize;
+        self.skipped = vec![false; n];
+        for &l in layers.iter().filter(|&&l| l < n) {
+            self.skipped[l] = true;
+        }
+    }
+
+    fn is_skipped(&self, layer: u64) -> bool {
+        self.skipped.get(layer as usize).copied().unwrap_or(false)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -231,6 +252,15 @@ impl<'a> Model<'a> {
 
         let mut hiddens: Vec<Vec<Vec<f32>>> = vec![Vec::new(); batch.len()];
         for l in 0..cfg.num_hidden_layers {
+            if self.is_skipped(l) {
+                if keep_hidden {
+                    hiddens
+                        .iter_mut()
+                        .zip(&states)
+                        .for_each(|(h, x)| h.push(x.clone()));
+                }
+                continue;
+            }
             let w = self.weights.layer(l)?;
             if l + 1 < cfg.num_hidden_layers {
                 self.weights.prefetch_layer(l + 1);

@@ -1,6 +1,8 @@
 //! Finds the model's tensors in a checkpoint and decodes them to f32 one layer at a time, straight
 //! from the mmap. GGUF names are mapped to HF names and GGUF q/k rows are un-permuted back to the
 //! rotate-half layout, so the rest of the forward pass sees one (Hugging Face) convention.
+//! Block-quantized GGUF tensors (Q8_0, Q4_0..Q5_1, Q2_K..Q6_K) are dequantized on the fly with
+//! the `kernels::cpu::ggml` kernels, so `eval` measures a quantized file exactly as written.
 
 use crate::checkpoint::{Checkpoint, ElementType, SourceTensor};
 use crate::error::{Error, Result};
@@ -64,7 +66,7 @@ impl<'a> WeightIndex<'a> {
                     "missing (the config implies it)",
                 ));
             };
-            if t.shape != e.shape {
+            if quantized_shape(&by_name, &e.name, t) != e.shape {
                 return Err(Error::tensor(
                     &paths[t.file],
                     &t.name,
@@ -94,13 +96,25 @@ impl<'a> WeightIndex<'a> {
             .ok_or_else(|| Error::tensor(self.ckpt.display_path(), name, "missing"))
     }
 
-    fn dtype_of(&self, t: &SourceTensor) -> Result<formats::Dtype> {
+    fn dtype_of(&self, t: &SourceTensor) -> Result<Encoding> {
         match t.ty {
-            ElementType::Dense(d) if d.is_float() => Ok(d),
+            ElementType::Dense(d) if d.is_float() => Ok(Encoding::Dense(d)),
+            ElementType::Ggml(g) if kernels::cpu::ggml::is_supported(g) => {
+                // Rows must be whole blocks (ne[0] is the innermost, row, dimension).
+                let row_len = t.shape.last().copied().unwrap_or(1);
+                if row_len.is_multiple_of(g.block_size()) {
+                    Ok(Encoding::Blocks(g))
+                } else {
+                    Err(self.err(
+                        t,
+                        format!("rows of {row_len} values are not whole {g} blocks"),
+                    ))
+                }
+            }
             _ => Err(crate::checkpoint::unsupported_type(
                 self.ckpt,
                 t,
-                "used by the forward pass (dequantization is not supported yet)",
+                "used by the forward pass (no dequantization kernel for this type)",
             )),
         }
     }
@@ -111,7 +125,7 @@ impl<'a> WeightIndex<'a> {
         let dtype = self.dtype_of(t)?;
         let row_len = t.shape.iter().skip(1).product::<u64>() as usize;
         let bytes = self.ckpt.bytes(t);
-        let row_bytes = row_len * dtype.size();
+        let row_bytes = dtype.bytes_for(row_len);
         let src = bytes
             .get(rows.start * row_bytes..rows.end * row_bytes)
             .ok_or_else(|| self.err(t, format!("rows {rows:?} out of range")))?;
@@ -123,6 +137,9 @@ impl<'a> WeightIndex<'a> {
 
     /// The whole tensor in f32, q/k rows un-permuted when it came from a llama GGUF.
     pub fn decode(&self, name: &str) -> Result<Vec<f32>> {
+        if let Some(w) = self.decode_quantized(name)? {
+            return Ok(w);
+        }
         let t = self.get(name)?;
         let dtype = self.dtype_of(t)?;
         let rows = t.shape.first().copied().unwrap_or(1) as usize;
@@ -137,6 +154,8 @@ impl<'a> WeightIndex<'a> {
         let decode =
             |src: &[u8], out: &mut [f32]| decode_par(src, dtype, out).map_err(|e| self.err(t, e));
         match heads {
+            // Rows are whole blocks, so un-permuting the raw rows before dequantizing equals
+            // dequantizing then un-permuting (FORMATS.md 3.5), without an f32 copy.
             Some(n_head) => {
                 let mut unpermuted = vec![0u8; raw.len()];
                 let row_bytes = raw.len() / rows.max(1);
@@ -157,8 +176,7 @@ impl<'a> WeightIndex<'a> {
         };
         let dtype = self.dtype_of(t)?;
         let mut out = vec![0.0f32; t.numel() as usize];
-        kernels::cpu::cast::decode_f32(self.ckpt.bytes(t), dtype, &mut out)
-            .map_err(|e| self.err(t, e.to_string()))?;
+        decode_par(self.ckpt.bytes(t), dtype, &mut out).map_err(|e| self.err(t, e))?;
         Ok(Some(out))
     }
 
@@ -222,31 +240,209 @@ impl<'a> WeightIndex<'a> {
     pub fn check_types(&self) -> Result<()> {
         for e in self.cfg.expected_tensors() {
             let t = self.get(&e.name)?;
-            self.dtype_of(t)?;
+            if self.quantized_parts(&e.name)?.is_none() {
+                self.dtype_of(t)?;
+            }
         }
         Ok(())
     }
 }
 
-/// `decode_f32` spread over the rayon pool in chunks (decoding a layer is otherwise serial).
-fn decode_par(
-    src: &[u8],
-    dtype: formats::Dtype,
-    out: &mut [f32],
-) -> std::result::Result<(), String> {
+/// The shape a weight stands for: packed INT4 weights (`[out/2, in]` u8 with a
+/// `weight_scale`) stand for `[out, in]`.
+fn quantized_shape(
+    by_name: &HashMap<String, SourceTensor>,
+    name: &str,
+    t: &SourceTensor,
+) -> Vec<u64> {
+    let packed = t.ty == ElementType::Dense(formats::Dtype::U8)
+        && t.shape.len() == 2
+        && name
+            .strip_suffix(".weight")
+            .is_some_and(|m| by_name.contains_key(&format!("{m}.weight_scale")));
+    if packed {
+        vec![t.shape[0] * 2, t.shape[1]]
+    } else {
+        t.shape.clone()
+    }
+}
+
+/// The tensors of one linear quantized in modelopt's unified HF layout (see `quant::hf`).
+struct QuantizedParts<'t> {
+    weight: &'t SourceTensor,
+    scale: &'t SourceTensor,
+    pre_quant_scale: Option<&'t SourceTensor>,
+}
+
+/// Reading checkpoints written by `quantize`: each quantized linear is dequantized to the
+/// effective f32 weight `dequant(codes) · diag(pre_quant_scale)` when its layer is decoded, so
+/// `eval` measures exactly the written weights. Activation scales (`input_scale`) are not
+/// applied: activations stay f32.
+impl WeightIndex<'_> {
+    /// The parts of `name` when it is a quantized linear weight (it has a `weight_scale`),
+    /// with dtypes and shapes checked.
+    fn quantized_parts(&self, name: &str) -> Result<Option<QuantizedParts<'_>>> {
+        let Some(module) = name.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let Some(scale) = self.by_name.get(&format!("{module}.weight_scale")) else {
+            return Ok(None);
+        };
+        let weight = self.get(name)?;
+        let pre_quant_scale = self.by_name.get(&format!("{module}.pre_quant_scale"));
+        let (rows, cols) = match weight.shape[..] {
+            [r, c] => (r, c),
+            _ => return Err(self.err(weight, "a quantized weight must be 2-D".into())),
+        };
+        let scale_ok = scale.ty.dense().is_some_and(|d| d.is_float());
+        let expected_scales = match weight.ty {
+            ElementType::Dense(formats::Dtype::F8E4M3) => scale.numel() == 1,
+            ElementType::Dense(formats::Dtype::I8) => scale.shape == [rows],
+            ElementType::Dense(formats::Dtype::U8) => {
+                scale.shape.len() == 2
+                    && scale.shape[0] == 2 * rows
+                    && scale.shape[1] > 0
+                    && cols.is_multiple_of(scale.shape[1])
+                    && (cols / scale.shape[1]).is_multiple_of(2)
+            }
+            _ => {
+                return Err(self.err(
+                    weight,
+                    format!(
+                        "{} weights with a weight_scale are not a known quantized layout",
+                        weight.ty.name()
+                    ),
+                ))
+            }
+        };
+        if !scale_ok || !expected_scales {
+            return Err(self.err(
+                scale,
+                format!(
+                    "{} {:?} does not fit weight {} {:?}",
+                    scale.ty.name(),
+                    scale.shape,
+                    weight.ty.name(),
+                    weight.shape
+                ),
+            ));
+        }
+        if let Some(p) = pre_quant_scale {
+            if p.shape != [cols] || !p.ty.dense().is_some_and(|d| d.is_float()) {
+                return Err(self.err(
+                    p,
+                    format!("{} {:?}, expected a float [{cols}]", p.ty.name(), p.shape),
+                ));
+            }
+        }
+        Ok(Some(QuantizedParts {
+            weight,
+            scale,
+            pre_quant_scale,
+        }))
+    }
+
+    /// A small float tensor (scales) in f32.
+    fn decode_small(&self, t: &SourceTensor) -> Result<Vec<f32>> {
+        let dtype = self.dtype_of(t)?;
+        let mut out = vec![0.0f32; t.numel() as usize];
+        decode_par(self.ckpt.bytes(t), dtype, &mut out).map_err(|e| self.err(t, e))?;
+        Ok(out)
+    }
+
+    /// The effective f32 weight of a quantized linear, or `None` when `name` is not one.
+    fn decode_quantized(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        use kernels::cpu::{fp8_quant, int4, int8};
+        let Some(parts) = self.quantized_parts(name)? else {
+            return Ok(None);
+        };
+        let w = parts.weight;
+        let scales = self.decode_small(parts.scale)?;
+        let raw = self.ckpt.bytes(w);
+        let cols = w.shape[1] as usize;
+        let mut out;
+        match w.ty {
+            ElementType::Dense(formats::Dtype::F8E4M3) => {
+                out = vec![0.0f32; raw.len()];
+                fp8_quant::dequantize_fp8_rows(raw, scales[0], &mut out);
+            }
+            ElementType::Dense(formats::Dtype::I8) => {
+                let codes: Vec<i8> = raw.iter().map(|&b| b as i8).collect();
+                out = vec![0.0f32; raw.len()];
+                int8::dequantize_int8_rows(&codes, cols, &scales, &mut out);
+            }
+            _ => {
+                let mut codes = vec![0i8; raw.len() * 2];
+                int4::unpack_int4_row_pairs(raw, cols, &mut codes);
+                let group = cols / parts.scale.shape[1] as usize;
+                out = vec![0.0f32; codes.len()];
+                int4::dequantize_int4_group_rows(&codes, group, &scales, &mut out);
+            }
+        }
+        if let Some(p) = parts.pre_quant_scale {
+            let p = self.decode_small(p)?;
+            for row in out.chunks_exact_mut(cols) {
+                row.iter_mut().zip(&p).for_each(|(v, s)| *v *= s);
+            }
+        }
+        self.release(w, 0, w.len);
+        Ok(Some(out))
+    }
+}
+
+/// How a tensor's bytes encode its values.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Dense(formats::Dtype),
+    /// GGML blocks along each row.
+    Blocks(formats::gguf::GgmlType),
+}
+
+impl Encoding {
+    /// Bytes of `n` values (`n` a whole number of blocks for block types).
+    fn bytes_for(self, n: usize) -> usize {
+        match self {
+            Encoding::Dense(d) => n * d.size(),
+            Encoding::Blocks(g) => n / g.block_size() as usize * g.type_size() as usize,
+        }
+    }
+}
+
+/// Decoding spread over the rayon pool in chunks (decoding a layer is otherwise serial).
+fn decode_par(src: &[u8], enc: Encoding, out: &mut [f32]) -> std::result::Result<(), String> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
-    let size = dtype.size();
-    if src.len() != out.len() * size {
-        return Err(format!(
-            "{} bytes for {} {} values",
-            src.len(),
-            out.len(),
-            dtype.name()
-        ));
+    match enc {
+        Encoding::Dense(dtype) => {
+            let size = dtype.size();
+            if src.len() != out.len() * size {
+                return Err(format!(
+                    "{} bytes for {} {} values",
+                    src.len(),
+                    out.len(),
+                    dtype.name()
+                ));
+            }
+            src.par_chunks(CHUNK * size)
+                .zip(out.par_chunks_mut(CHUNK))
+                .try_for_each(|(s, o)| kernels::cpu::cast::decode_f32(s, dtype, o))
+                .map_err(|e| e.to_string())
+        }
+        Encoding::Blocks(ty) => {
+            let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
+            let blocks = CHUNK / bs;
+            if !out.len().is_multiple_of(bs) || src.len() != out.len() / bs * ts {
+                return Err(format!(
+                    "{} bytes for {} {} values",
+                    src.len(),
+                    out.len(),
+                    ty.name()
+                ));
+            }
+            src.par_chunks(blocks * ts)
+                .zip(out.par_chunks_mut(blocks * bs))
+                .try_for_each(|(s, o)| kernels::cpu::ggml::dequantize(ty, s, o))
+                .map_err(|e| e.to_string())
+        }
     }
-    src.par_chunks(CHUNK * size)
-        .zip(out.par_chunks_mut(CHUNK))
-        .try_for_each(|(s, o)| kernels::cpu::cast::decode_f32(s, dtype, o))
-        .map_err(|e| e.to_string())
 }

@@ -367,6 +367,30 @@ fn run_chunk(
                     row_bytes = row_bytes / from.size() * to.size();
                     dst
                 }
+                Op::QuantizeGgml {
+                    from,
+                    ty,
+                    ref importance,
+                } => {
+                    let row_elements = row_bytes / from.size();
+                    let dst =
+                        quantize_rows(input_bytes, from, ty, importance.as_deref(), row_elements)
+                            .map_err(|(index, e)| {
+                            let cols = row_elements.max(1) as u64;
+                            let row = chunk.first_row + index / cols;
+                            let reason = match e {
+                                kernels::KernelError::NotFinite { .. } => format!(
+                                    "row {row}, column {}: NaN or infinite weight (quantizing \
+                                     to {ty} stopped)",
+                                    index % cols
+                                ),
+                                other => format!("quantizing to {ty}: {other}"),
+                            };
+                            Error::tensor(&input.file_paths()[src.file], &src.name, reason)
+                        })?;
+                    row_bytes = row_elements / ty.block_size() as usize * ty.type_size() as usize;
+                    dst
+                }
             };
             current = next;
         }
@@ -396,6 +420,49 @@ fn produce_chunk(
     producer.produce(chunk.first_row, chunk.rows, &mut dst)?;
     out.write_at(planned.offset + chunk.first_row * row_bytes, &dst)?;
     Ok(dst.len() as u64)
+}
+
+/// Quantizes rows of `row_elements` little-endian `from` values, decoding about 64 Ki values at
+/// a time into one reused f32 buffer. On error returns the index of the offending value (for a
+/// non-finite input) with the kernel's error.
+fn quantize_rows(
+    bytes: &[u8],
+    from: formats::Dtype,
+    ty: formats::gguf::GgmlType,
+    importance: Option<&[f32]>,
+    row_elements: usize,
+) -> std::result::Result<Vec<u8>, (u64, kernels::KernelError)> {
+    use kernels::cpu::ggml;
+    let row_elements = row_elements.max(1);
+    let src_row = row_elements * from.size();
+    let dst_row = ggml::quantized_len(ty, row_elements).map_err(|e| (0, e))?;
+    let rows = bytes.len() / src_row;
+    if let Some(w) = importance {
+        if w.len() != row_elements {
+            let e = kernels::KernelError::ImportanceLength {
+                row: w.len(),
+                elements: row_elements,
+            };
+            return Err((0, e));
+        }
+    }
+    let per = ((1 << 16) / row_elements).max(1);
+    let mut buf = vec![0f32; per.min(rows) * row_elements];
+    let mut dst = vec![0u8; rows * dst_row];
+    let mut r0 = 0;
+    while r0 < rows {
+        let k = per.min(rows - r0);
+        let vals = &mut buf[..k * row_elements];
+        kernels::cpu::cast::decode_f32(&bytes[r0 * src_row..(r0 + k) * src_row], from, vals)
+            .map_err(|e| (0, e))?;
+        let out = &mut dst[r0 * dst_row..(r0 + k) * dst_row];
+        ggml::quantize(ty, vals, out, importance).map_err(|e| match e {
+            kernels::KernelError::NotFinite { index } => ((r0 * row_elements + index) as u64, e),
+            other => (0, other),
+        })?;
+        r0 += k;
+    }
+    Ok(dst)
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {

@@ -10,6 +10,7 @@ mod exec;
 pub use exec::{execute, execute_produced, ExecOptions, ExecStats};
 
 use crate::error::Result;
+use formats::gguf::GgmlType;
 use formats::Dtype;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -149,6 +150,26 @@ pub enum Op {
     /// llama.cpp's rotary row order for q/k (see `model::permute`): rows regrouped within
     /// each of `n_head` heads; `inverse` undoes it (GGUF -> Hugging Face).
     PermuteQk { n_head: u64, inverse: bool },
+    /// Rows of float `from` → GGML blocks of `ty` (`kernels::cpu::ggml::quantize`), each row on
+    /// its own, so a chunk of rows is independent of the others. The rows are decoded to f32 a
+    /// few at a time into a small buffer (no chunk-sized f32 copy). `importance`: llama.cpp's
+    /// imatrix, one weight per column (`quant::gguf::importance_for`); the plan prints its length.
+    QuantizeGgml {
+        from: Dtype,
+        ty: GgmlType,
+        #[serde(rename = "importance_columns", serialize_with = "importance_len")]
+        importance: Option<Arc<[f32]>>,
+    },
+}
+
+fn importance_len<S: serde::Serializer>(
+    w: &Option<Arc<[f32]>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match w {
+        Some(w) => s.serialize_some(&w.len()),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

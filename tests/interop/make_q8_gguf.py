@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Writes a one-layer llama GGUF whose `blk.0.ffn_down.weight` is Q8_0 (the rest F32), to check
-that the forward pass names a block-quantized tensor it cannot use yet.
+"""Writes a one-layer llama GGUF whose `blk.0.ffn_down.weight` is block-quantized (the rest F32):
+Q8_0 (quantized by gguf-py), or with `IQ4_NL` random IQ4_NL blocks, a type the forward pass has
+no kernel for, to check that it names the tensor.
 
-Usage: make_q8_gguf.py OUT.gguf
+Usage: make_q8_gguf.py OUT.gguf [IQ4_NL]
 """
 import sys
 
@@ -43,8 +44,12 @@ w.add_tensor("blk.0.attn_v.weight", r(hidden // heads * kv, hidden))
 w.add_tensor("blk.0.attn_output.weight", r(hidden, hidden))
 w.add_tensor("blk.0.ffn_gate.weight", r(ff, hidden))
 w.add_tensor("blk.0.ffn_up.weight", r(ff, hidden))
-down = quants.quantize(r(hidden, ff), GGMLQuantizationType.Q8_0)
-w.add_tensor("blk.0.ffn_down.weight", down, raw_dtype=GGMLQuantizationType.Q8_0)
+if len(sys.argv) > 2 and sys.argv[2] == "IQ4_NL":
+    down = rng.integers(0, 256, size=(hidden, ff // 32 * 18), dtype=np.uint8)
+    w.add_tensor("blk.0.ffn_down.weight", down, raw_dtype=GGMLQuantizationType.IQ4_NL)
+else:
+    down = quants.quantize(r(hidden, ff), GGMLQuantizationType.Q8_0)
+    w.add_tensor("blk.0.ffn_down.weight", down, raw_dtype=GGMLQuantizationType.Q8_0)
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()

@@ -1,0 +1,338 @@
+//! The output plan of `quantize` for a Hugging Face folder: modelopt's unified HF checkpoint
+//! layout (what `modelopt.torch.export.export_hf_checkpoint` writes: modelopt
+//! `export/unified_export_hf.py`, `export/quant_utils.py`). Per quantized linear `L`:
+//!
+//! | scheme | `L.weight` | `L.weight_scale` | `L.input_scale` | `L.pre_quant_scale` |
+//! |---|---|---|---|---|
+//! | fp8 | F8_E4M3 `[out, in]` | F32 `[]` amax/448 | F32 `[]` act amax/448 | — |
+//! | int8_wo | I8 `[out, in]` | F32 `[out]` row amax/127 | — | — |
+//! | int8_sq | I8 `[out, in]` (of `W·diag(s)`) | F32 `[out]` | F32 `[]` | F32 `[in]` = 1/s on o_proj, down_proj |
+//! | int4_awq | U8 `[out/2, in]` (pairs of rows) | F32 `[out, in/group]` group amax/7 | — | F32 `[in]` = 1/s |
+//! | int4_rtn | U8 `[out/2, in]` | F32 `[out, in/group]` | — | — |
+//!
+//! `config.json` gets `quantization_config` (`quant_method: "modelopt"`) and
+//! `hf_quant_config.json` is written beside it. Other tensors are copied byte for byte, except
+//! norms that absorbed a SmoothQuant factor (`norm / s`, in the norm's dtype).
+
+use super::producer::{ErrorSums, Part, QuantProducer};
+use super::scheme::QuantScheme;
+use crate::checkpoint::{Checkpoint, SourceTensor};
+use crate::error::{Error, Result};
+use crate::plan::{
+    OutputLayout, Plan, PlannedFile, PlannedTensor, Recipe, SideFile, TensorProducer,
+};
+use formats::safetensors::{self, TensorSpec};
+use formats::Dtype;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Everything decided about one quantized linear before streaming.
+#[derive(Debug, Clone)]
+pub struct LinearState {
+    /// e.g. `model.layers.0.self_attn.q_proj`.
+    pub module: String,
+    pub source_index: usize,
+    /// Weight column multiplier `s` (SmoothQuant / AWQ).
+    pub col_scale: Option<Arc<Vec<f32>>>,
+    /// Written as `pre_quant_scale` (`1/s` where no norm absorbs it).
+    pub pre_quant_scale: Option<Vec<f32>>,
+    pub input_scale: Option<f32>,
+    /// FP8 per-tensor weight scale.
+    pub fp8_scale: Option<f32>,
+    /// INT4 clip ratios `[out, in / group]` (AWQ clip search).
+    pub clip: Option<Arc<Vec<f32>>>,
+    pub errors: Arc<ErrorSums>,
+}
+
+pub struct HfJob<'a> {
+    pub ckpt: &'a Arc<Checkpoint>,
+    pub scheme: QuantScheme,
+    pub group: usize,
+    pub linears: &'a [LinearState],
+    /// Norm weights divided by a smoothing factor, by tensor name.
+    pub norm_divisors: &'a BTreeMap<String, Vec<f32>>,
+    /// Candidate linears left unquantized (listed in `exclude_modules`).
+    pub excluded: &'a [String],
+    pub max_shard_size: u64,
+    /// Extra `quantization_config` fields (AWQ ratios etc. are not included: loaders reject
+    /// unknown keys in some versions).
+    pub output: &'a Path,
+}
+
+enum How {
+    Copy(usize),
+    Produced(Arc<dyn TensorProducer>, usize),
+    Inline(Vec<u8>),
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn plan(job: &HfJob) -> Result<Plan> {
+    let Checkpoint::Safetensors(model) = job.ckpt.as_ref() else {
+        return Err(Error::Usage(
+            "expected a Hugging Face safetensors input".into(),
+        ));
+    };
+    let sources = job.ckpt.tensors();
+    let by_source: HashMap<usize, &LinearState> =
+        job.linears.iter().map(|l| (l.source_index, l)).collect();
+    let mut specs = Vec::new();
+    let mut how: HashMap<String, How> = HashMap::new();
+    let mut add = |specs: &mut Vec<TensorSpec>, name: String, dtype, shape, h: How| {
+        specs.push(TensorSpec::new(name.clone(), dtype, shape));
+        how.insert(name, h);
+    };
+    for (index, src) in sources.iter().enumerate() {
+        let dtype = dense(job.ckpt, src)?;
+        if let Some(l) = by_source.get(&index) {
+            let (out, cols) = (src.shape[0], src.shape[1]);
+            let producer = |part: Part, errors: bool| -> Arc<dyn TensorProducer> {
+                Arc::new(QuantProducer {
+                    ckpt: Arc::clone(job.ckpt),
+                    src: src.clone(),
+                    dtype,
+                    part,
+                    col_scale: l.col_scale.clone(),
+                    clip: l.clip.clone(),
+                    errors: errors.then(|| Arc::clone(&l.errors)),
+                })
+            };
+            let m = &l.module;
+            let g = job.group;
+            match job.scheme {
+                QuantScheme::Fp8 => {
+                    let scale = l.fp8_scale.unwrap_or(1.0);
+                    let codes = producer(Part::Fp8Codes { scale }, true);
+                    add(
+                        &mut specs,
+                        format!("{m}.weight"),
+                        Dtype::F8E4M3,
+                        vec![out, cols],
+                        How::Produced(codes, index),
+                    );
+                    add(
+                        &mut specs,
+                        format!("{m}.weight_scale"),
+                        Dtype::F32,
+                        vec![],
+                        How::Inline(f32_bytes(&[scale])),
+                    );
+                }
+                QuantScheme::Int8Wo | QuantScheme::Int8Sq => {
+                    let codes = producer(Part::Int8Codes, true);
+                    let scales = producer(Part::Int8Scales, false);
+                    add(
+                        &mut specs,
+                        format!("{m}.weight"),
+                        Dtype::I8,
+                        vec![out, cols],
+                        How::Produced(codes, index),
+                    );
+                    add(
+                        &mut specs,
+                        format!("{m}.weight_scale"),
+                        Dtype::F32,
+                        vec![out],
+                        How::Produced(scales, index),
+                    );
+                }
+                QuantScheme::Int4Awq | QuantScheme::Int4Rtn => {
+                    let codes = producer(Part::Int4Packed { group: g }, true);
+                    let scales = producer(Part::Int4Scales { group: g }, false);
+                    add(
+                        &mut specs,
+                        format!("{m}.weight"),
+                        Dtype::U8,
+                        vec![out / 2, cols],
+                        How::Produced(codes, index),
+                    );
+                    add(
+                        &mut specs,
+                        format!("{m}.weight_scale"),
+                        Dtype::F32,
+                        vec![out, cols / g as u64],
+                        How::Produced(scales, index),
+                    );
+                }
+            }
+            if let Some(s) = l.input_scale {
+                add(
+                    &mut specs,
+                    format!("{m}.input_scale"),
+                    Dtype::F32,
+                    vec![],
+                    How::Inline(f32_bytes(&[s])),
+                );
+            }
+            if let Some(p) = &l.pre_quant_scale {
+                add(
+                    &mut specs,
+                    format!("{m}.pre_quant_scale"),
+                    Dtype::F32,
+                    vec![cols],
+                    How::Inline(f32_bytes(p)),
+                );
+            }
+        } else if let Some(div) = job.norm_divisors.get(&src.name) {
+            let mut v = vec![0.0f32; src.numel() as usize];
+            let fail = |e: kernels::KernelError| {
+                Error::tensor(&job.ckpt.file_paths()[src.file], &src.name, e.to_string())
+            };
+            kernels::cpu::cast::decode_f32(job.ckpt.bytes(src), dtype, &mut v).map_err(fail)?;
+            v.iter_mut().zip(div).for_each(|(x, d)| *x /= d);
+            let mut bytes = vec![0u8; src.len as usize];
+            kernels::cpu::cast::encode_f32(&v, dtype, &mut bytes).map_err(fail)?;
+            add(
+                &mut specs,
+                src.name.clone(),
+                dtype,
+                src.shape.clone(),
+                How::Inline(bytes),
+            );
+        } else {
+            add(
+                &mut specs,
+                src.name.clone(),
+                dtype,
+                src.shape.clone(),
+                How::Copy(index),
+            );
+        }
+    }
+    let metadata: Option<BTreeMap<String, String>> = model.files()[0].header().metadata.clone();
+    let shards = safetensors::plan_shards(specs, job.max_shard_size, metadata.as_ref())?;
+    let files = shards
+        .files
+        .into_iter()
+        .map(|(name, layout)| PlannedFile {
+            name,
+            size: layout.total_size,
+            tensors: layout
+                .tensors
+                .iter()
+                .map(|t| planned(t, &how, &sources))
+                .collect(),
+            header: layout.header,
+        })
+        .collect();
+
+    let mut side_files = Vec::new();
+    if let Some(index) = shards.index_json {
+        side_files.push(SideFile {
+            name: "model.safetensors.index.json".into(),
+            bytes: index,
+        });
+    }
+    let root = job.ckpt.root();
+    let quant = quantization_fields(job);
+    let config_path = root.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| formats::FormatError::io(&config_path, "read", e))?;
+    let mut config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::config(&config_path, format!("invalid JSON: {e}")))?;
+    if let Some(obj) = config.as_object_mut() {
+        let mut qc = json!({ "quant_method": "modelopt" });
+        if let (Some(qc), Some(q)) = (qc.as_object_mut(), quant.as_object()) {
+            qc.extend(q.clone());
+        }
+        obj.insert("quantization_config".into(), qc);
+    }
+    side_files.push(SideFile::json("config.json", &config));
+    side_files.push(SideFile::json(
+        "hf_quant_config.json",
+        &json!({
+            "producer": { "name": "ckpt-opt", "version": env!("CARGO_PKG_VERSION") },
+            "quantization": quant,
+        }),
+    ));
+    for name in crate::convert::CARRIED_FILES {
+        let path = root.join(name);
+        if path.is_file() {
+            let bytes =
+                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
+            side_files.push(SideFile {
+                name: (*name).into(),
+                bytes,
+            });
+        }
+    }
+    Ok(Plan {
+        job: format!(
+            "quantize safetensors -> safetensors ({})",
+            job.scheme.name()
+        ),
+        target: job.output.to_path_buf(),
+        layout: OutputLayout::Folder,
+        files,
+        side_files,
+    })
+}
+
+/// The `quantization` object of `hf_quant_config.json` (modelopt
+/// `get_quant_config` fields), also merged into `config.json`'s `quantization_config`.
+fn quantization_fields(job: &HfJob) -> serde_json::Value {
+    let mut exclude: Vec<String> = job.excluded.to_vec();
+    exclude.push("lm_head".into());
+    let mut q = json!({
+        "quant_algo": job.scheme.quant_algo(),
+        "kv_cache_quant_algo": null,
+        "exclude_modules": exclude,
+    });
+    if job.scheme.is_int4() {
+        if let Some(o) = q.as_object_mut() {
+            o.insert("group_size".into(), json!(job.group));
+            o.insert("has_zero_point".into(), json!(false));
+            o.insert(
+                "pre_quant_scale".into(),
+                json!(job.scheme == QuantScheme::Int4Awq),
+            );
+        }
+    }
+    q
+}
+
+fn planned(
+    t: &safetensors::writer::PlannedTensor,
+    how: &HashMap<String, How>,
+    sources: &[SourceTensor],
+) -> PlannedTensor {
+    let name = t.spec.name.clone();
+    let base = |source: &str, source_index: usize, row_elements: u64| PlannedTensor {
+        name: name.clone(),
+        dtype: t.spec.dtype.name().to_string(),
+        shape: t.spec.shape.clone(),
+        offset: t.start,
+        len: t.len,
+        recipe: Recipe {
+            source: source.to_string(),
+            source_index,
+            row_elements,
+            ops: Vec::new(),
+        },
+        inline: None,
+        producer: None,
+    };
+    match &how[&t.spec.name] {
+        How::Copy(i) => {
+            let src = &sources[*i];
+            base(&src.name, *i, src.shape.last().copied().unwrap_or(1))
+        }
+        How::Produced(p, i) => PlannedTensor {
+            producer: Some(Arc::clone(p)),
+            ..base(&sources[*i].name, usize::MAX, 1)
+        },
+        How::Inline(bytes) => PlannedTensor {
+            inline: Some(bytes.clone()),
+            ..base("", usize::MAX, 1)
+        },
+    }
+}
+
+fn dense(ckpt: &Checkpoint, t: &SourceTensor) -> Result<Dtype> {
+    t.ty.dense()
+        .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, t, "quantized"))
+}

@@ -1,0 +1,368 @@
+//! `quantize`: plan-then-stream quantization of a Hugging Face checkpoint into modelopt's
+//! unified HF layout ([`hf`]). A calibration phase ([`calib`]) computes the small per-tensor
+//! state (FP8 scales, SmoothQuant factors, AWQ scales); the executor then streams every
+//! quantized weight in row chunks ([`producer`]); the report ([`report`]) compares the result
+//! with the input. GGUF block types (llama.cpp's q8_0 … q6_k and presets) are in [`gguf`].
+
+pub mod auto;
+pub mod awq;
+pub mod calib;
+pub mod gguf;
+pub mod hf;
+pub mod producer;
+pub mod report;
+pub mod scheme;
+pub mod select;
+pub mod smoothquant;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+use crate::plan::{self, ExecOptions};
+use calib::{CalibSource, Calibration};
+use hf::LinearState;
+use rayon::prelude::*;
+use report::{ModelQuality, QuantizeReport, TensorQuality};
+use scheme::{QuantRequest, QuantScheme};
+use select::Selection;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const DEFAULT_GROUP_SIZE: usize = 128;
+pub const DEFAULT_SQ_ALPHA: f32 = 0.5;
+
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub request: QuantRequest,
+    pub target: Option<auto::Target>,
+    pub calib: CalibSource,
+    pub sq_alpha: f32,
+    pub group_size: usize,
+    pub selection: Selection,
+    pub max_shard_size: u64,
+    /// Held-out text for the model-level report (perplexity, KL vs the input).
+    pub eval_data: Option<PathBuf>,
+    pub eval: crate::eval::EvalOptions,
+    pub exec: ExecOptions,
+}
+
+/// Quantizes the Hugging Face checkpoint `input` into the folder `output`.
+pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<QuantizeReport> {
+    let ckpt = Arc::new(Checkpoint::open(input)?);
+    if !matches!(ckpt.as_ref(), Checkpoint::Safetensors(_)) {
+        return Err(Error::Usage(
+            "quantize to a Hugging Face folder needs a safetensors input; GGUF block types are made by `convert --format gguf --quant TYPE`".into(),
+        ));
+    }
+    if output.exists() && !opts.exec.force {
+        return Err(Error::Usage(format!(
+            "{} already exists (use --force to replace it)",
+            output.display()
+        )));
+    }
+    if !(opts.sq_alpha.is_finite() && (0.0..=1.0).contains(&opts.sq_alpha)) {
+        return Err(Error::Usage(format!(
+            "--sq-alpha must be in [0, 1], got {}",
+            opts.sq_alpha
+        )));
+    }
+    let group = opts.group_size;
+    if group == 0 || !group.is_multiple_of(2) {
+        return Err(Error::Usage(format!(
+            "--group-size must be a positive even number, got {group}"
+        )));
+    }
+    let cfg = ModelConfig::load(&ckpt.root())?;
+    let scheme = match opts.request {
+        QuantRequest::Scheme(s) => s,
+        QuantRequest::Auto => {
+            let target = opts.target.ok_or_else(|| {
+                Error::Usage("--quant auto needs --target h100|h200|a100|l40s|rtx4090|cpu".into())
+            })?;
+            auto::choose(target, &cfg, group as u64)?
+        }
+    };
+
+    if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
+        return Err(Error::Usage(format!(
+            "--awq-clip applies to int4_awq, not {}",
+            scheme.name()
+        )));
+    }
+    // Which linears, checked before any work.
+    let sources = ckpt.tensors();
+    let paths = ckpt.file_paths();
+    let mut selected = Vec::new();
+    let mut excluded = Vec::new();
+    for (i, t) in sources.iter().enumerate() {
+        let Some(module) = Selection::candidate(&t.name, &t.shape) else {
+            continue;
+        };
+        if !opts.selection.quantizes(&t.name, &t.shape) {
+            excluded.push(module.to_string());
+            continue;
+        }
+        let fail = |why: String| Error::tensor(&paths[t.file], &t.name, why);
+        if !t.ty.dense().is_some_and(|d| d.is_float()) {
+            return Err(fail(format!("{} weights cannot be quantized", t.ty.name())));
+        }
+        if scheme.is_int4() {
+            if !t.shape[1].is_multiple_of(group as u64) {
+                return Err(fail(format!(
+                    "input width {} is not a multiple of --group-size {group}",
+                    t.shape[1]
+                )));
+            }
+            if !t.shape[0].is_multiple_of(2) {
+                return Err(fail(format!(
+                    "{} output rows: INT4 packs pairs of rows, so the count must be even",
+                    t.shape[0]
+                )));
+            }
+        }
+        selected.push((module.to_string(), i));
+    }
+    let modules: Vec<String> = selected.iter().map(|(m, _)| m.clone()).collect();
+
+    let started = Instant::now();
+    let calibration = calib::run(scheme, &ckpt, &cfg, &opts.calib, &modules, group)?;
+    let mut norm_divisors = BTreeMap::new();
+    let mut linears: Vec<LinearState> = selected
+        .iter()
+        .map(|(m, i)| LinearState {
+            module: m.clone(),
+            source_index: *i,
+            col_scale: None,
+            pre_quant_scale: None,
+            input_scale: None,
+            fp8_scale: None,
+            clip: None,
+            errors: Arc::default(),
+        })
+        .collect();
+    let mut awq_choices = Vec::new();
+    match (&calibration, scheme) {
+        (Calibration::Stats(stats), QuantScheme::Fp8) => {
+            for l in linears.iter_mut() {
+                let act = stats.input_absmax(&l.module).unwrap_or(&[]);
+                let amax = kernels::cpu::scale::amax(act);
+                l.input_scale = Some(kernels::cpu::fp8_quant::fp8_scale(amax));
+            }
+            fp8_weight_scales(&ckpt, &mut linears)?;
+        }
+        (Calibration::Stats(stats), QuantScheme::Int8Sq) => {
+            plan_smoothquant(
+                &ckpt,
+                &cfg,
+                stats,
+                opts.sq_alpha,
+                &mut linears,
+                &mut norm_divisors,
+            )?;
+        }
+        (Calibration::Awq(choices, clips), _) => {
+            let mut seen = std::collections::BTreeSet::new();
+            for l in linears.iter_mut() {
+                l.clip = clips.get(&l.module).cloned().map(Arc::new);
+                if let Some(c) = choices.get(&l.module) {
+                    if c.ratio.is_some() {
+                        l.pre_quant_scale = Some(c.scale.iter().map(|s| 1.0 / s).collect());
+                        l.col_scale = Some(Arc::new(c.scale.clone()));
+                    }
+                    if seen.insert(c.modules.clone()) {
+                        awq_choices.push(c.clone());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let calibration_seconds = started.elapsed().as_secs_f64();
+
+    let job = hf::HfJob {
+        ckpt: &ckpt,
+        scheme,
+        group,
+        linears: &linears,
+        norm_divisors: &norm_divisors,
+        excluded: &excluded,
+        max_shard_size: opts.max_shard_size,
+        output,
+    };
+    let plan = hf::plan(&job)?;
+    let stats = plan::execute(&plan, &ckpt, &opts.exec)?;
+
+    let tensors: Vec<TensorQuality> = linears
+        .iter()
+        .map(|l| {
+            let shape = sources[l.source_index].shape.clone();
+            TensorQuality::new(format!("{}.weight", l.module), shape, l.errors.totals())
+        })
+        .collect();
+    let n = tensors.len().max(1) as f64;
+    let model = match &opts.eval_data {
+        Some(data) => {
+            let teacher = crate::eval::eval(input, data, None, &opts.eval)?;
+            let student = crate::eval::eval(output, data, Some(input), &opts.eval)?;
+            Some(ModelQuality::from_reports(&teacher, &student))
+        }
+        None => None,
+    };
+    Ok(QuantizeReport {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        scheme: scheme.name(),
+        quant_algo: scheme.quant_algo(),
+        group_size: scheme.is_int4().then_some(group),
+        quantized_tensors: tensors.len(),
+        excluded_modules: excluded,
+        calibration_seconds,
+        quantization_seconds: stats.seconds,
+        bytes_written: stats.bytes_written,
+        mean_rel_error: tensors.iter().map(|t| t.rel_error).sum::<f64>() / n,
+        min_sqnr_db: tensors
+            .iter()
+            .map(|t| t.sqnr_db)
+            .fold(f64::INFINITY, f64::min),
+        tensors,
+        awq: awq_choices,
+        model,
+    })
+}
+
+/// Rows decoded per step of a plan-time read pass (bounds its memory to a few MiB per thread).
+const PASS_ROWS_BYTES: usize = 4 << 20;
+
+/// Runs `f` over `src`'s rows decoded to f32, chunk by chunk, releasing the pages read; fails
+/// on NaN / ±Inf naming the tensor.
+fn for_each_row_chunk(
+    ckpt: &Checkpoint,
+    src: &crate::checkpoint::SourceTensor,
+    mut f: impl FnMut(&[f32]),
+) -> Result<()> {
+    let path = &ckpt.file_paths()[src.file];
+    let dtype = src
+        .ty
+        .dense()
+        .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, src, "quantized"))?;
+    let cols = src.shape.last().copied().unwrap_or(1) as usize;
+    let row_bytes = cols * dtype.size();
+    let per = (PASS_ROWS_BYTES / row_bytes.max(1)).max(1);
+    let bytes = ckpt.bytes(src);
+    let mut buf = Vec::new();
+    for (c, chunk) in bytes.chunks(per * row_bytes).enumerate() {
+        buf.resize(chunk.len() / dtype.size(), 0.0f32);
+        kernels::cpu::cast::decode_f32(chunk, dtype, &mut buf)
+            .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?;
+        if let Some(i) = kernels::cpu::scale::first_non_finite(&buf) {
+            return Err(Error::tensor(
+                path,
+                &src.name,
+                format!(
+                    "{} at row {}, column {}: cannot quantize",
+                    buf[i],
+                    c * per + i / cols,
+                    i % cols
+                ),
+            ));
+        }
+        f(&buf);
+        ckpt.mapped(src.file)
+            .release(src.start + (c * per * row_bytes) as u64, chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// FP8 per-tensor weight scales: one read pass per weight (in parallel over tensors).
+fn fp8_weight_scales(ckpt: &Checkpoint, linears: &mut [LinearState]) -> Result<()> {
+    let sources = ckpt.tensors();
+    let scales = linears
+        .par_iter()
+        .map(|l| {
+            let mut amax = 0.0f32;
+            for_each_row_chunk(ckpt, &sources[l.source_index], |w| {
+                amax = amax.max(kernels::cpu::scale::amax(w))
+            })?;
+            Ok(kernels::cpu::fp8_quant::fp8_scale(amax))
+        })
+        .collect::<Result<Vec<f32>>>()?;
+    linears
+        .iter_mut()
+        .zip(scales)
+        .for_each(|(l, s)| l.fp8_scale = Some(s));
+    Ok(())
+}
+
+/// SmoothQuant factors per input site of each layer (see [`smoothquant`]), the norms that
+/// absorb them, and the per-tensor INT8 activation scales.
+fn plan_smoothquant(
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    stats: &crate::calibrate::CalibrationStats,
+    alpha: f32,
+    linears: &mut [LinearState],
+    norm_divisors: &mut BTreeMap<String, Vec<f32>>,
+) -> Result<()> {
+    let sources = ckpt.tensors();
+    const SITES: [(&[&str], Option<&str>); 4] = [
+        (
+            &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+            Some("input_layernorm"),
+        ),
+        (&["self_attn.o_proj"], None),
+        (
+            &["mlp.gate_proj", "mlp.up_proj"],
+            Some("post_attention_layernorm"),
+        ),
+        (&["mlp.down_proj"], None),
+    ];
+    for layer in 0..cfg.num_hidden_layers {
+        for (suffixes, norm) in SITES {
+            let modules: Vec<String> = suffixes
+                .iter()
+                .map(|s| format!("model.layers.{layer}.{s}"))
+                .collect();
+            let idx: Vec<usize> = modules
+                .iter()
+                .filter_map(|m| linears.iter().position(|l| &l.module == m))
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let act = stats.input_absmax(&modules[0]).unwrap_or(&[]).to_vec();
+            // A norm is shared by the whole site: smooth only when every linear of it is
+            // quantized, so no unquantized linear sees a changed input.
+            let smooth = norm.is_none() || idx.len() == modules.len();
+            let s = if smooth {
+                let cols = act.len();
+                let mut wmax = vec![0.0f32; cols];
+                for &i in &idx {
+                    for_each_row_chunk(ckpt, &sources[linears[i].source_index], |w| {
+                        smoothquant::accumulate_column_absmax(w, cols, &mut wmax)
+                    })?;
+                }
+                smoothquant::smoothing_factors(&act, &wmax, alpha)
+            } else {
+                vec![1.0; act.len()]
+            };
+            let input_scale = smoothquant::smoothed_input_scale(&act, &s);
+            let shared = Arc::new(s.clone());
+            for &i in &idx {
+                let l = &mut linears[i];
+                l.input_scale = Some(input_scale);
+                if smooth {
+                    l.col_scale = Some(Arc::clone(&shared));
+                    if norm.is_none() {
+                        l.pre_quant_scale = Some(s.iter().map(|v| 1.0 / v).collect());
+                    }
+                }
+            }
+            if let (Some(n), true) = (norm, smooth) {
+                norm_divisors.insert(format!("model.layers.{layer}.{n}.weight"), s);
+            }
+        }
+    }
+    Ok(())
+}

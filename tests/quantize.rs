@@ -1,0 +1,477 @@
+//! `ckpt-opt quantize` (and `convert --format hf --quant`) through the binary: every written
+//! layout dequantized independently with numpy (`tests/interop/check_quantized_hf.py`) within
+//! its scheme's error bound, AWQ against RTN on the trained fixture, determinism, exclusions,
+//! the report, and each error.
+
+mod common;
+
+use common::{fails, fixture, ok, python, s};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// The second half of the held-out text (calibration), so that evaluating on the first
+/// windows of the whole file measures text the calibration never saw.
+fn calib_text(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(common::sample_text()).expect("fixtures/heldout.txt");
+    let half: String = text.chars().skip(text.chars().count() / 2).collect();
+    let p = dir.join("calib.txt");
+    std::fs::write(&p, half).expect("write calibration text");
+    p
+}
+
+fn quantize(model: &Path, out: &Path, scheme: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["quantize", s(model), s(out), "--quant", scheme, "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).expect("JSON report")
+}
+
+fn check_in_python(orig: &Path, out: &Path, scheme: &str) -> std::process::Output {
+    std::process::Command::new(python())
+        .arg(common::root().join("tests/interop/check_quantized_hf.py"))
+        .args([s(orig), s(out), scheme])
+        .output()
+        .expect("python runs")
+}
+
+fn assert_python_accepts(orig: &Path, out: &Path, scheme: &str) {
+    let o = check_in_python(orig, out, scheme);
+    assert!(
+        o.status.success(),
+        "{scheme}: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn every_scheme_dequantizes_within_its_bound_in_numpy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calib = calib_text(dir.path());
+    for model in ["llama-gqa", "qwen2-bias"] {
+        let m = fixture(model);
+        for (scheme, clip) in [
+            ("fp8", false),
+            ("int8_wo", false),
+            ("int8_sq", false),
+            ("int4_rtn", false),
+            ("int4_awq", false),
+            ("int4_awq", true),
+        ] {
+            let out = dir.path().join(format!("{model}-{scheme}-{clip}"));
+            let mut extra = vec!["--calib-data", s(&calib), "--calib-samples", "4"];
+            extra.extend_from_slice(&["--calib-seq-len", "64"]);
+            if clip {
+                extra.push("--awq-clip");
+            }
+            let r = quantize(&m, &out, scheme, &extra);
+            assert_eq!(r["scheme"], scheme);
+            assert_python_accepts(&m, &out, scheme);
+            // The forward pass reads what was written.
+            ok(&[
+                "eval",
+                s(&out),
+                "--data",
+                s(&common::sample_text()),
+                "--max-windows",
+                "2",
+            ]);
+        }
+    }
+}
+
+/// Rewrites one tensor's bytes of a single-file output with `f`, into a copy of the folder.
+fn corrupt_copy(out: &Path, dst: &Path, tensor: &str, f: impl Fn(&mut [u8])) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(out).expect("read output") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
+    }
+    let file = dst.join("model.safetensors");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let offs = &header[tensor]["data_offsets"];
+    let (a, b) = (
+        8 + n + offs[0].as_u64().expect("start") as usize,
+        8 + n + offs[1].as_u64().expect("end") as usize,
+    );
+    f(&mut bytes[a..b]);
+    std::fs::write(&file, bytes).expect("write");
+}
+
+#[test]
+fn numpy_check_rejects_a_wrong_packing_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("rtn");
+    quantize(&m, &out, "int4_rtn", &[]);
+    assert_python_accepts(&m, &out, "int4_rtn");
+    // High nibble first instead of low nibble first: rows 2i and 2i+1 swap.
+    let swapped = dir.path().join("swapped");
+    corrupt_copy(&out, &swapped, "model.layers.0.mlp.up_proj.weight", |b| {
+        b.iter_mut().for_each(|x| *x = x.rotate_left(4))
+    });
+    let o = check_in_python(&m, &swapped, "int4_rtn");
+    assert!(
+        !o.status.success(),
+        "a swapped nibble order must fail the check"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("model.layers.0.mlp.up_proj"));
+}
+
+#[test]
+fn awq_beats_rtn_in_kl_on_the_trained_fixture() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let calib = calib_text(dir.path());
+    let heldout = common::sample_text();
+    let eval = ["--eval-data", s(&heldout), "--eval-max-windows", "96"];
+    let mut kl = Vec::new();
+    for (scheme, clip) in [("int4_rtn", false), ("int4_awq", false), ("int4_awq", true)] {
+        let out = dir.path().join(format!("{scheme}-{clip}"));
+        let mut extra = vec!["--calib-data", s(&calib), "--calib-samples", "32"];
+        extra.extend_from_slice(&eval);
+        if clip {
+            extra.push("--awq-clip");
+        }
+        let r = quantize(&m, &out, scheme, &extra);
+        let model = &r["model"];
+        assert!(model["teacher_perplexity"].as_f64().expect("ppl") > 1.0);
+        kl.push(model["kl"].as_f64().expect("kl"));
+        if scheme == "int4_awq" {
+            let searches = r["awq"].as_array().expect("awq choices");
+            assert_eq!(searches.len(), 4 * 4, "4 input sites per layer");
+            for c in searches {
+                assert!(c["loss"].as_f64() <= c["rtn_loss"].as_f64());
+            }
+        }
+    }
+    eprintln!(
+        "KL int4_rtn {:.6e}, int4_awq {:.6e}, with clip {:.6e}",
+        kl[0], kl[1], kl[2]
+    );
+    assert!(kl[1] < kl[0], "AWQ {} must beat RTN {}", kl[1], kl[0]);
+    assert!(
+        kl[2] < kl[1],
+        "the clip search {} improves on AWQ scales alone {}",
+        kl[2],
+        kl[1]
+    );
+}
+
+#[test]
+fn report_fields_and_theoretical_error_levels() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let calib = calib_text(dir.path());
+    let report = dir.path().join("report.json");
+    let out = dir.path().join("int8");
+    let stdout = ok(&[
+        "quantize",
+        s(&m),
+        s(&out),
+        "--quant",
+        "int8_wo",
+        "--report",
+        s(&report),
+        "--eval-data",
+        s(&common::sample_text()),
+        "--eval-max-windows",
+        "4",
+    ]);
+    assert!(
+        stdout.contains("rel_error") && stdout.contains("perplexity"),
+        "{stdout}"
+    );
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
+    for key in [
+        "scheme",
+        "quant_algo",
+        "quantized_tensors",
+        "tensors",
+        "mean_rel_error",
+        "min_sqnr_db",
+        "model",
+        "calibration_seconds",
+        "quantization_seconds",
+        "bytes_written",
+    ] {
+        assert!(r.get(key).is_some(), "report lacks {key}");
+    }
+    let tensors = r["tensors"].as_array().expect("tensors");
+    assert_eq!(tensors.len(), 4 * 7);
+    for t in tensors {
+        // Per-channel INT8 of roughly Gaussian rows: relative error ~ 1/(127·√3·crest) ≪ 2%;
+        // SQNR of 8-bit quantization is ~ 6 dB per bit minus the crest factor.
+        assert!(t["rel_error"].as_f64().expect("rel") < 0.02, "{t}");
+        assert!(t["sqnr_db"].as_f64().expect("sqnr") > 34.0, "{t}");
+    }
+    let model = &r["model"];
+    for key in ["teacher_perplexity", "perplexity", "kl", "top1_agreement"] {
+        assert!(model[key].as_f64().is_some(), "model report lacks {key}");
+    }
+    assert!(model["kl"].as_f64().expect("kl") < 1e-3);
+
+    let fp8 = dir.path().join("fp8");
+    let r = quantize(
+        &m,
+        &fp8,
+        "fp8",
+        &["--calib-data", s(&calib), "--calib-samples", "4"],
+    );
+    // E4M3 has 3 mantissa bits: relative error per value ≤ 2^-4, RMS well below it.
+    assert!(r["mean_rel_error"].as_f64().expect("rel") < 0.0625);
+}
+
+#[test]
+fn calib_stats_and_calib_data_give_the_same_bytes_and_convert_equals_quantize() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let calib = calib_text(dir.path());
+    let stats = dir.path().join("stats.safetensors");
+    let sampling = [
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "64",
+        "--seed",
+        "3",
+    ];
+    let mut args = vec!["calibrate", s(&m), "--data", s(&calib), "-o", s(&stats)];
+    args.extend_from_slice(&sampling);
+    ok(&args);
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let mut extra = vec!["--calib-data", s(&calib)];
+    extra.extend_from_slice(&sampling);
+    quantize(&m, &a, "int8_sq", &extra);
+    quantize(&m, &b, "int8_sq", &["--calib-stats", s(&stats)]);
+    let read = |p: &Path| std::fs::read(p.join("model.safetensors")).expect("read");
+    assert!(read(&a) == read(&b), "same statistics, same bytes");
+
+    let c = dir.path().join("c");
+    let mut args = vec![
+        "convert",
+        s(&m),
+        s(&c),
+        "--format",
+        "hf",
+        "--quant",
+        "int8_sq",
+        "--calib-stats",
+        s(&stats),
+        "-q",
+    ];
+    args.push("-j1");
+    ok(&args);
+    assert!(read(&a) == read(&c), "convert --quant is quantize");
+}
+
+#[test]
+fn exclusions_and_globs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("q");
+    let r = quantize(
+        &m,
+        &out,
+        "int4_rtn",
+        &["--include", "*.mlp.*", "--exclude", "model.layers.1.*"],
+    );
+    let names: Vec<&str> = r["tensors"]
+        .as_array()
+        .expect("tensors")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "model.layers.0.mlp.down_proj.weight",
+            "model.layers.0.mlp.gate_proj.weight",
+            "model.layers.0.mlp.up_proj.weight"
+        ]
+    );
+    assert_python_accepts(&m, &out, "int4_rtn");
+    let hfq: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("hf_quant_config.json")).expect("hf_quant_config"),
+    )
+    .expect("JSON");
+    let excluded = hfq["quantization"]["exclude_modules"]
+        .as_array()
+        .expect("list");
+    assert!(excluded.iter().any(|v| v == "lm_head"));
+    assert!(excluded.iter().any(|v| v == "model.layers.1.mlp.up_proj"));
+    assert!(excluded
+        .iter()
+        .any(|v| v == "model.layers.0.self_attn.q_proj"));
+    fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&dir.path().join("x")),
+            "--quant",
+            "int8_wo",
+            "--include",
+            "[",
+        ],
+        2,
+    );
+}
+
+#[test]
+fn nan_weight_stops_the_job_naming_the_tensor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let bad = dir.path().join("bad");
+    corrupt_copy(&m, &bad, "model.layers.1.mlp.up_proj.weight", |b| {
+        b[10..12].copy_from_slice(&0x7FC0u16.to_le_bytes())
+    });
+    for scheme in ["int8_wo", "fp8"] {
+        let out = dir.path().join(scheme);
+        let calib = common::sample_text();
+        let err = fails(
+            &[
+                "quantize",
+                s(&bad),
+                s(&out),
+                "--quant",
+                scheme,
+                "--calib-data",
+                s(&calib),
+                "--calib-samples",
+                "2",
+                "-q",
+            ],
+            1,
+        );
+        assert!(
+            err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("NaN"),
+            "{err}"
+        );
+        assert!(!out.exists(), "nothing is left at the output path");
+    }
+}
+
+#[test]
+fn calibration_and_usage_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("o");
+    for scheme in ["fp8", "int8_sq", "int4_awq"] {
+        let err = fails(&["quantize", s(&m), s(&out), "--quant", scheme], 2);
+        assert!(
+            err.contains("needs calibration") && err.contains("--calib-data"),
+            "{err}"
+        );
+    }
+    let stats = dir.path().join("stats.safetensors");
+    ok(&[
+        "calibrate",
+        s(&m),
+        "--data",
+        s(&common::sample_text()),
+        "-o",
+        s(&stats),
+        "--calib-samples",
+        "2",
+        "--calib-seq-len",
+        "32",
+    ]);
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int4_awq",
+            "--calib-stats",
+            s(&stats),
+        ],
+        2,
+    );
+    assert!(err.contains("activation samples"), "{err}");
+    let err = fails(&["quantize", s(&m), s(&out), "--quant", "q4_k_m"], 2);
+    assert!(err.contains("--format gguf"), "{err}");
+    let err = fails(&["quantize", s(&m), s(&out), "--quant", "auto"], 2);
+    assert!(err.contains("--target"), "{err}");
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "auto",
+            "--target",
+            "cpu",
+        ],
+        2,
+    );
+    assert!(err.contains("q4_k_m"), "{err}");
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int4_rtn",
+            "--awq-clip",
+        ],
+        2,
+    );
+    assert!(err.contains("--awq-clip"), "{err}");
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int4_rtn",
+            "--group-size",
+            "96",
+        ],
+        1,
+    );
+    assert!(err.contains("--group-size 96"), "{err}");
+    let err = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&dir.path().join("g.gguf")),
+            "--format",
+            "gguf",
+            "--quant",
+            "int8_wo",
+        ],
+        2,
+    );
+    assert!(err.contains("--format hf"), "{err}");
+    assert!(!out.exists());
+    // An existing output needs --force.
+    std::fs::create_dir_all(&out).expect("mkdir");
+    fails(&["quantize", s(&m), s(&out), "--quant", "int8_wo"], 2);
+}
+
+#[test]
+fn auto_picks_by_target() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let calib = calib_text(dir.path());
+    let c = [
+        "--calib-data",
+        s(&calib),
+        "--calib-samples",
+        "2",
+        "--calib-seq-len",
+        "32",
+    ];
+    let mut a100 = vec!["--target", "a100"];
+    a100.extend_from_slice(&c);
+    let r = quantize(&m, &dir.path().join("a"), "auto", &a100);
+    assert_eq!(r["scheme"], "int4_awq");
+    let mut h100 = vec!["--target", "h100"];
+    h100.extend_from_slice(&c);
+    let r = quantize(&m, &dir.path().join("h"), "auto", &h100);
+    assert_eq!(r["scheme"], "fp8");
+}
