@@ -95,6 +95,14 @@ impl AtomicFile {
             .map_err(|e| FormatError::io(&self.target, "truncate", e))
     }
 
+    /// Flushes the data to disk (so that several outputs can be flushed in parallel before
+    /// their commits, whose own flush then finds nothing left to write).
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| FormatError::io(&self.target, "fsync", e))
+    }
+
     /// Flushes the data to disk and renames the file into place.
     pub fn commit(mut self) -> Result<PathBuf> {
         self.file

@@ -222,6 +222,12 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
         geometry.push(per_file);
     }
 
+    if input.is_none() {
+        // Produced plans (tensor-parallel ranks) have files of matching tensors: the same
+        // rows of tensor i of every rank file are made one after the other, so producers
+        // slicing one input span for several ranks find it still cached.
+        chunks.sort_by_key(|c| (c.tensor, c.first_row, c.file));
+    }
     let total: u64 = plan
         .files
         .iter()
@@ -257,6 +263,10 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
     })?;
     bar.finish_and_clear();
 
+    if outputs.len() > 1 {
+        // Flush every output at once: one after the other, each waits for the disk alone.
+        pool.install(|| outputs.par_iter().try_for_each(|o| o.sync()))?;
+    }
     for side in &plan.side_files {
         formats::atomic::write_file_atomic(&dir.join(&side.name), &side.bytes)?;
     }

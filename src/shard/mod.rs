@@ -4,8 +4,8 @@
 //! [`layout`] says, as data, which rectangle of which Hugging Face tensor each stored row
 //! holds in each layout. Reading an input ([`input`]) checks every rank file against that
 //! description and indexes the stored pieces; each output tensor then becomes a short copy
-//! program over those pieces ([`slices`]), run by the plan executor in row chunks straight
-//! from the mmapped rank files. Nothing is ever assembled at tp 1, on disk or in memory.
+//! program over those pieces ([`slices`]), run by the plan executor in row chunks read
+//! straight from the rank files. Nothing is ever assembled at tp 1, on disk or in memory.
 
 pub mod config;
 pub mod input;
@@ -71,6 +71,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
     let padded = padded_vocab(cfg.vocab_size, par.tp);
     let mut ranks = rank_files(&input.logical, opts.layout, par, padded);
     let mut side_files = Vec::new();
+    let share = Arc::new(slices::SpanShare::default());
     let files = if opts.layout == ShardLayout::Hf {
         let rank = ranks.remove(0);
         let specs = rank
@@ -90,7 +91,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
         shards
             .files
             .into_iter()
-            .map(|(name, layout)| planned_file(input, output, name, layout, &by_name))
+            .map(|(name, layout)| planned_file(&share, input, output, name, layout, &by_name))
             .collect::<Result<Vec<_>>>()?
     } else {
         let chosen: Vec<RankFile> = match opts.rank {
@@ -107,7 +108,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
                     .collect::<Result<Vec<_>>>()?;
                 let layout = safetensors::plan_file(specs, Some(&rank.metadata))?;
                 let by_name = rank.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-                planned_file(input, output, rank.name.clone(), layout, &by_name)
+                planned_file(&share, input, output, rank.name.clone(), layout, &by_name)
             })
             .collect::<Result<Vec<_>>>()?
     };
@@ -180,6 +181,7 @@ fn spec_of(input: &Input, t: &StoredTensor) -> Result<TensorSpec> {
 }
 
 fn planned_file(
+    share: &Arc<slices::SpanShare>,
     input: &Input,
     output: &Path,
     name: String,
@@ -193,7 +195,7 @@ fn planned_file(
         .map(|pt| {
             let stored = by_name[pt.spec.name.as_str()];
             let es = pt.spec.dtype.size() as u64;
-            let producer = slices::SliceProducer::new(input, stored, es, &target)?;
+            let producer = slices::SliceProducer::new(input, stored, es, &target, share)?;
             Ok(PlannedTensor {
                 name: pt.spec.name.clone(),
                 dtype: pt.spec.dtype.name().to_string(),

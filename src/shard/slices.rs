@@ -2,17 +2,17 @@
 //! one input tensor (or zeros), and the [`TensorProducer`] that executes it in row chunks.
 //!
 //! Inputs are read with positioned reads into a per-thread buffer, then written in one
-//! positioned write: whole-width runs read straight into place; column slices (row-parallel
-//! weights being split) read each row's segment; whole rows landing in part of the output
-//! rows (row-parallel weights being merged) are read as one span and copied row by row.
+//! positioned write: whole-width runs read straight into place; column segments (row-parallel
+//! weights being split or merged) read the rows' whole span once and copy a segment per row.
 
 use super::input::{Input, Piece, Reader};
 use super::layout::{BlockSource, StoredTensor};
 use crate::error::{Error, Result};
 use crate::plan::TensorProducer;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Output rows `out_row..out_row+rows`, bytes `out_col..out_col+width` of each, from `src`.
 #[derive(Debug, Clone)]
@@ -34,8 +34,68 @@ struct Source {
     col: u64,
 }
 
+/// Spans of input rows read for row-parallel splits, shared between the output ranks that
+/// each take a column slice of them: the first rank to need a span reads it, the others
+/// (whose chunks the executor runs next) take it from here. Bounded: at most
+/// `SHARED_SPANS` spans (each at most one chunk) wait for their other readers.
+#[derive(Default)]
+pub struct SpanShare {
+    /// Split runs reading each source tensor, by (file, tensor start).
+    readers: Mutex<HashMap<(usize, u64), u64>>,
+    /// (file, absolute offset, length) -> the span and how many more readers will take it.
+    waiting: Mutex<Vec<Waiting>>,
+}
+
+type SpanKey = (usize, u64, u64);
+type Waiting = (SpanKey, Arc<Vec<u8>>, u64);
+const SHARED_SPANS: usize = 8;
+
+impl SpanShare {
+    fn register(&self, src: &Source) {
+        let key = (Arc::as_ptr(&src.file) as usize, src.start);
+        *lock(&self.readers).entry(key).or_insert(0) += 1;
+    }
+
+    fn span(&self, src: &Source, offset: u64, len: u64) -> Result<Arc<Vec<u8>>> {
+        let file = Arc::as_ptr(&src.file) as usize;
+        let key = (file, offset, len);
+        {
+            let mut waiting = lock(&self.waiting);
+            if let Some(i) = waiting.iter().position(|(k, _, _)| *k == key) {
+                let bytes = waiting[i].1.clone();
+                waiting[i].2 -= 1;
+                if waiting[i].2 == 0 {
+                    waiting.remove(i);
+                }
+                return Ok(bytes);
+            }
+        }
+        let mut bytes = vec![0u8; len as usize];
+        src.file.read_at(&mut bytes, offset)?;
+        let bytes = Arc::new(bytes);
+        let others = lock(&self.readers)
+            .get(&(file, src.start))
+            .copied()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        if others > 0 {
+            let mut waiting = lock(&self.waiting);
+            if waiting.len() >= SHARED_SPANS {
+                waiting.remove(0);
+            }
+            waiting.push((key, bytes.clone(), others));
+        }
+        Ok(bytes)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Makes one output tensor from slices of the input rank files.
 pub struct SliceProducer {
+    share: Arc<SpanShare>,
     runs: Vec<Run>,
     rows: u64,
     row_bytes: u64,
@@ -58,7 +118,13 @@ thread_local! {
 
 impl SliceProducer {
     /// The copy program of output tensor `out` (element size `es`), from `input`'s pieces.
-    pub fn new(input: &Input, out: &StoredTensor, es: u64, target: &Path) -> Result<Self> {
+    pub fn new(
+        input: &Input,
+        out: &StoredTensor,
+        es: u64,
+        target: &Path,
+        share: &Arc<SpanShare>,
+    ) -> Result<Self> {
         let width = out.width();
         let mut runs = Vec::new();
         let mut at = 0u64;
@@ -96,7 +162,13 @@ impl SliceProducer {
             at += block.rows;
         }
         runs.sort_by_key(|r| (r.out_row, r.out_col));
+        for run in &runs {
+            if let Some(src) = run.src.as_ref().filter(|s| run.width < s.row_bytes) {
+                share.register(src);
+            }
+        }
         Ok(SliceProducer {
+            share: share.clone(),
             runs,
             rows: out.rows(),
             row_bytes: width * es,
@@ -132,28 +204,28 @@ impl SliceProducer {
                 let o = ((a - first_row) * rb) as usize;
                 src.file
                     .read_at(&mut dst[o..o + (n * rb) as usize], first_src)?;
-            } else if run.width < src.row_bytes {
-                // A column slice of wider rows (a row-parallel split): read only the segments,
-                // not the rows around them, which other ranks' outputs take.
-                let w = run.width as usize;
-                for i in 0..n {
-                    let o = ((a - first_row + i) * rb + run.out_col) as usize;
-                    let at = first_src + i * src.row_bytes + src.col;
-                    src.file.read_at(&mut dst[o..o + w], at)?;
-                }
             } else {
-                // Whole source rows into part of each output row (a row-parallel merge): one
-                // read of the rows' span, then a segment per row.
-                let len = (n * src.row_bytes) as usize;
-                if span.len() < len {
-                    span.resize(len, 0);
-                }
-                src.file.read_at(&mut span[..len], first_src)?;
+                // Column segments (row-parallel weights split or merged): one read of the rows'
+                // whole span, then a segment per row (a read per row costs more: a system call
+                // is dearer than copying a few KiB). A split's span is shared with the other
+                // ranks taking their slices of it.
+                let len = n * src.row_bytes;
                 let w = run.width as usize;
-                for i in 0..n {
-                    let o = ((a - first_row + i) * rb + run.out_col) as usize;
-                    let s = (i * src.row_bytes + src.col) as usize;
-                    dst[o..o + w].copy_from_slice(&span[s..s + w]);
+                let mut copy = |bytes: &[u8]| {
+                    for i in 0..n {
+                        let o = ((a - first_row + i) * rb + run.out_col) as usize;
+                        let s = (i * src.row_bytes + src.col) as usize;
+                        dst[o..o + w].copy_from_slice(&bytes[s..s + w]);
+                    }
+                };
+                if run.width < src.row_bytes {
+                    copy(&self.share.span(src, first_src, len)?);
+                } else {
+                    if span.len() < len as usize {
+                        span.resize(len as usize, 0);
+                    }
+                    src.file.read_at(&mut span[..len as usize], first_src)?;
+                    copy(&span[..len as usize]);
                 }
             }
         }
