@@ -149,7 +149,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
 }
 
 /// The safetensors spec of a stored tensor: its blocks' dtype (all the same).
-fn spec_of(input: &Input, t: &StoredTensor) -> Result<TensorSpec> {
+pub(crate) fn spec_of(input: &Input, t: &StoredTensor) -> Result<TensorSpec> {
     let mut dtype = None;
     for b in &t.blocks {
         if let BlockSource::Logical { tensor, .. } = b.source {
@@ -220,7 +220,7 @@ fn planned_file(
 }
 
 /// `q_proj[0..64] + k_proj[0..16] + zeros[2]` style summary for `--dry-run`.
-fn describe(input: &Input, t: &StoredTensor) -> String {
+pub(crate) fn describe(input: &Input, t: &StoredTensor) -> String {
     t.blocks
         .iter()
         .map(|b| match b.source {
