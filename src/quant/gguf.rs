@@ -45,6 +45,14 @@ impl GgufQuant {
         }
         match GgmlType::from_name(&lower) {
             Some(t) if kernels::cpu::ggml::is_supported(t) => Ok(GgufQuant::Uniform(t)),
+            _ if super::scheme::QuantScheme::ALL
+                .iter()
+                .any(|s| s.name() == lower || lower == "auto") =>
+            {
+                Err(Error::Usage(format!(
+                    "--quant {name} is not a GGUF block type: it is written with --format hf or --format trtllm"
+                )))
+            }
             _ => Err(Error::Usage(format!(
                 "--quant {name} is not supported: use one of {}",
                 QUANT_NAMES.join(", ")

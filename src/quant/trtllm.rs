@@ -161,17 +161,7 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
     let mut side_files = vec![SideFile::json("config.json", &config)];
     // TensorRT-LLM runs take `--tokenizer_dir`; carrying the tokenizer makes the export one
     // self-contained folder.
-    for name in crate::convert::CARRIED_FILES {
-        let path = input.root.join(name);
-        if path.is_file() {
-            let bytes =
-                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
-            side_files.push(SideFile {
-                name: (*name).into(),
-                bytes,
-            });
-        }
-    }
+    side_files.extend(crate::convert::carried_files(&input.root)?);
     Ok(Plan {
         job: format!(
             "quantize safetensors -> trtllm tp {} pp {} ({})",

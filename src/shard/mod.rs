@@ -116,17 +116,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
         ShardLayout::Hf | ShardLayout::Megatron => input.hf_config.clone(),
     };
     side_files.push(SideFile::json("config.json", &config));
-    for name in crate::convert::hf_to_hf::CARRIED_FILES {
-        let path = input.root.join(name);
-        if path.is_file() {
-            let bytes =
-                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
-            side_files.push(SideFile {
-                name: (*name).into(),
-                bytes,
-            });
-        }
-    }
+    side_files.extend(crate::convert::carried_files(&input.root)?);
     Ok(Plan {
         job: format!(
             "reshard {} tp {} pp {} -> {} tp {} pp {}",
