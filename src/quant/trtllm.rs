@@ -552,3 +552,36 @@ impl TensorProducer for ShardedQuant {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ModelConfig {
+        ModelConfig::from_json(
+            Path::new("c.json"),
+            r#"{"architectures":["LlamaForCausalLM"],"hidden_size":256,"intermediate_size":384,
+                "num_hidden_layers":2,"num_attention_heads":8,"num_key_value_heads":2}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn row_parallel_int4_needs_whole_groups_per_rank() {
+        let par = |tp| Parallel { tp, pp: 1 };
+        assert!(check_request(&cfg(), QuantScheme::Int4Awq, 64, par(2), false).is_ok());
+        // down_proj: 384 / 2 = 192 is 1.5 groups of 128.
+        let e = check_request(&cfg(), QuantScheme::Int4Rtn, 128, par(2), false).unwrap_err();
+        assert!(
+            e.to_string().contains("down_proj gives each rank 192"),
+            "{e}"
+        );
+        // INT8 has no groups.
+        assert!(check_request(&cfg(), QuantScheme::Int8Wo, 128, par(2), false).is_ok());
+        let e = check_request(&cfg(), QuantScheme::Int8Sq, 128, par(1), false).unwrap_err();
+        assert!(e.to_string().contains("--format hf"), "{e}");
+        let e = check_request(&cfg(), QuantScheme::Fp8, 128, par(1), true).unwrap_err();
+        assert!(e.to_string().contains("--eval-data"), "{e}");
+        assert!(check_request(&cfg(), QuantScheme::Fp8, 128, par(3), false).is_err());
+    }
+}
