@@ -78,15 +78,14 @@ fn every_scheme_and_tp_dequantizes_within_its_bound_in_numpy() {
     assert_python_accepts(&q, &out, "int8_wo");
 }
 
-/// Rewrites the bytes of tensor `name` of a safetensors file with `f`.
-fn corrupt(file: &Path, name: &str, f: impl Fn(&mut [u8], &[u64])) {
-    let mut bytes = std::fs::read(file).expect("rank file");
+/// Shape and byte range of tensor `name` in the bytes of a safetensors file.
+fn locate(bytes: &[u8], name: &str) -> (Vec<u64>, std::ops::Range<usize>) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
     let t = &header[name];
-    let shape: Vec<u64> = t["shape"]
+    let shape = t["shape"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("{name} not in file"))
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect();
@@ -95,7 +94,14 @@ fn corrupt(file: &Path, name: &str, f: impl Fn(&mut [u8], &[u64])) {
         off[0].as_u64().unwrap() as usize,
         off[1].as_u64().unwrap() as usize,
     );
-    f(&mut bytes[8 + n + a..8 + n + b], &shape);
+    (shape, 8 + n + a..8 + n + b)
+}
+
+/// Rewrites the bytes of tensor `name` of a safetensors file with `f`.
+fn corrupt(file: &Path, name: &str, f: impl Fn(&mut [u8], &[u64])) {
+    let mut bytes = std::fs::read(file).expect("rank file");
+    let (shape, range) = locate(&bytes, name);
+    f(&mut bytes[range], &shape);
     std::fs::write(file, bytes).expect("write corrupted file");
 }
 
@@ -231,6 +237,10 @@ fn refusals_name_the_problem_and_leave_nothing() {
     assert!(e.contains("tp 3"), "{e}");
     let e = run(&["int8_wo", "--max-shard-size", "1MB"], 2);
     assert!(e.contains("--max-shard-size"), "{e}");
+    let e = run(&["int8_wo", "--split-max-tensors", "3"], 2);
+    assert!(e.contains("apply to gguf output"), "{e}");
+    let e = run(&["int8_wo", "--dry-run"], 2);
+    assert!(e.contains("--dry-run"), "{e}");
     assert!(!out.exists());
     let e = fails(
         &[
@@ -248,4 +258,84 @@ fn refusals_name_the_problem_and_leave_nothing() {
     );
     assert!(e.contains("--tp/--pp apply to trtllm"), "{e}");
     assert!(!out.exists());
+}
+
+/// Shape and bytes of tensor `name` in a safetensors file.
+fn tensor(file: &Path, name: &str) -> (Vec<u64>, Vec<u8>) {
+    let bytes = std::fs::read(file).expect("safetensors file");
+    let (shape, range) = locate(&bytes, name);
+    (shape, bytes[range].to_vec())
+}
+
+#[test]
+fn awq_ranks_hold_exactly_the_hf_quantize_codes_cut_per_rank() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let opts = [
+        "--calib-data",
+        s(&text),
+        "--calib-samples",
+        "4",
+        "--group-size",
+        "64",
+    ];
+    let hf = dir.path().join("hf");
+    let mut args = vec!["quantize", s(&m), s(&hf), "--quant", "int4_awq"];
+    args.extend_from_slice(&opts);
+    ok(&args);
+    let tl = dir.path().join("tl");
+    export(&m, &tl, "int4_awq", &["--tp", "2", "--group-size", "64"]);
+    let hf_file = hf.join("model.safetensors");
+    let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
+    // Column-parallel: the ranks' rows one after the other.
+    for (hf_name, tl_name) in [
+        (
+            "model.layers.1.mlp.gate_proj.weight",
+            "transformer.layers.1.mlp.fc.weight",
+        ),
+        (
+            "model.layers.1.mlp.gate_proj.weight_scale",
+            "transformer.layers.1.mlp.fc.weights_scaling_factor",
+        ),
+    ] {
+        let (_, want) = tensor(&hf_file, hf_name);
+        let got = [rank(0, tl_name).1, rank(1, tl_name).1].concat();
+        assert!(got == want, "{tl_name} differs from {hf_name}");
+    }
+    // Row-parallel: each rank holds its half of every row (codes and group scales).
+    for (hf_name, tl_name) in [
+        (
+            "model.layers.0.self_attn.o_proj.weight",
+            "transformer.layers.0.attention.dense.weight",
+        ),
+        (
+            "model.layers.0.self_attn.o_proj.weight_scale",
+            "transformer.layers.0.attention.dense.weights_scaling_factor",
+        ),
+        (
+            "model.layers.0.self_attn.o_proj.pre_quant_scale",
+            "transformer.layers.0.attention.dense.prequant_scaling_factor",
+        ),
+    ] {
+        let (shape, want) = tensor(&hf_file, hf_name);
+        let rows = if shape.len() == 2 {
+            shape[0] as usize
+        } else {
+            1
+        };
+        let row_bytes = want.len() / rows;
+        for r in 0..2 {
+            let got = rank(r, tl_name).1;
+            let half = row_bytes / 2;
+            let expect: Vec<u8> = want
+                .chunks(row_bytes)
+                .flat_map(|row| row[r * half..(r + 1) * half].to_vec())
+                .collect();
+            assert!(
+                got == expect,
+                "rank{r} {tl_name} differs from its half of {hf_name}"
+            );
+        }
+    }
 }

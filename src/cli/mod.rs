@@ -551,6 +551,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                         .into(),
                 ));
             }
+            if matches!(args.format, FormatArg::Trtllm)
+                && (args.split_max_size.is_some() || args.split_max_tensors.is_some())
+            {
+                return Err(Error::Usage(
+                    "--split-max-size/--split-max-tensors apply to gguf output".into(),
+                ));
+            }
             if let (None, FormatArg::Trtllm) = (&args.quant, args.format) {
                 if args.dtype.is_some() || args.name.is_some() || args.imatrix.is_some() {
                     return Err(Error::Usage(
