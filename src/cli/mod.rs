@@ -336,11 +336,18 @@ pub struct InspectArgs {
 pub struct ConvertArgs {
     /// Input checkpoint (format detected from its content).
     pub input: PathBuf,
-    /// Output: a .gguf file (split sets get -0000N-of-0000M suffixes) or a folder for hf.
+    /// Output: a .gguf file (split sets get -0000N-of-0000M suffixes) or a folder for hf
+    /// and trtllm.
     pub output: PathBuf,
     /// Output format.
     #[arg(long, value_enum)]
     pub format: FormatArg,
+    /// trtllm output: tensor-parallel ranks.
+    #[arg(long, default_value_t = 1)]
+    pub tp: u64,
+    /// trtllm output: pipeline-parallel stages.
+    #[arg(long, default_value_t = 1)]
+    pub pp: u64,
     /// Output dtype of the weights (default: keep the input's).
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
@@ -358,7 +365,8 @@ pub struct ConvertArgs {
     pub name: Option<String>,
     /// Quantize the weights. gguf output, as llama-quantize does: q8_0, q4_0, q4_1, q5_0,
     /// q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, or the mixes q4_k_s, q4_k_m, q5_k_m, q6_k. hf output,
-    /// as `quantize` does: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto.
+    /// as `quantize` does: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto. trtllm output:
+    /// fp8, int8_wo, int4_awq, int4_rtn, auto.
     #[arg(long)]
     pub quant: Option<String>,
     /// With --quant: importance weights from `calibrate` statistics (llama.cpp's imatrix).
@@ -382,6 +390,8 @@ pub struct ConvertArgs {
 pub enum FormatArg {
     Gguf,
     Hf,
+    /// TensorRT-LLM checkpoint: config.json + rank{N}.safetensors.
+    Trtllm,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -553,12 +563,50 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 &args.quant,
                 &args.flags,
                 args.max_shard_size,
+                crate::quant::QuantOutput::Hf,
                 exec,
                 out,
             )
         }
         Command::Convert(args) => {
-            if let (Some(quant), FormatArg::Hf) = (&args.quant, args.format) {
+            let par = crate::shard::Parallel {
+                tp: args.tp,
+                pp: args.pp,
+            };
+            if !matches!(args.format, FormatArg::Trtllm) && (args.tp != 1 || args.pp != 1) {
+                return Err(Error::Usage(
+                    "--tp/--pp apply to trtllm output (for hf and megatron layouts use `reshard`)"
+                        .into(),
+                ));
+            }
+            if matches!(args.format, FormatArg::Trtllm)
+                && (args.split_max_size.is_some() || args.split_max_tensors.is_some())
+            {
+                return Err(Error::Usage(
+                    "--split-max-size/--split-max-tensors apply to gguf output".into(),
+                ));
+            }
+            if let (None, FormatArg::Trtllm) = (&args.quant, args.format) {
+                if args.dtype.is_some() || args.name.is_some() || args.imatrix.is_some() {
+                    return Err(Error::Usage(
+                        "--dtype, --name and --imatrix do not apply to trtllm output".into(),
+                    ));
+                }
+                let reshard = ReshardArgs {
+                    input: args.input,
+                    output: args.output,
+                    tp: args.tp,
+                    pp: args.pp,
+                    layout: LayoutArg::Trtllm,
+                    rank: None,
+                    max_shard_size: args.max_shard_size,
+                    dry_run: args.dry_run,
+                    force: args.force,
+                    chunk_size: args.chunk_size,
+                };
+                return run_reshard(reshard, &cli.global, show_progress, out);
+            }
+            if let (Some(quant), FormatArg::Hf | FormatArg::Trtllm) = (&args.quant, args.format) {
                 if args.imatrix.is_some() {
                     return Err(Error::Usage(
                         "--imatrix applies to gguf output; hf schemes take --calib-stats".into(),
@@ -575,6 +623,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     show_progress,
                     args.force,
                 );
+                let output = match args.format {
+                    FormatArg::Trtllm => {
+                        if args.max_shard_size.is_some() {
+                            return Err(Error::Usage(
+                                "--max-shard-size applies to hf output".into(),
+                            ));
+                        }
+                        crate::quant::QuantOutput::Trtllm(par)
+                    }
+                    _ => crate::quant::QuantOutput::Hf,
+                };
                 return run_quantize(
                     &cli.global,
                     &args.input,
@@ -582,6 +641,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     quant,
                     &args.quant_flags,
                     args.max_shard_size,
+                    output,
                     exec,
                     out,
                 );
@@ -589,7 +649,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let opts = ConvertOptions {
                 format: match args.format {
                     FormatArg::Gguf => OutputFormat::Gguf,
-                    FormatArg::Hf => OutputFormat::Hf,
+                    // trtllm output returned above, with or without --quant.
+                    FormatArg::Hf | FormatArg::Trtllm => OutputFormat::Hf,
                 },
                 dtype: args.dtype.map(Dtype::from),
                 max_shard_size: args
@@ -911,6 +972,7 @@ fn run_quantize(
     quant: &str,
     f: &QuantFlags,
     max_shard_size: Option<u64>,
+    output_layout: crate::quant::QuantOutput,
     exec: ExecOptions,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -949,6 +1011,7 @@ fn run_quantize(
             ..Default::default()
         },
         exec,
+        output: output_layout,
     };
     if let Some(p) = &f.report {
         if p.is_dir() {

@@ -22,6 +22,23 @@ pub(crate) const CARRIED_FILES: &[&str] = &[
     "merges.txt",
 ];
 
+/// The [`CARRIED_FILES`] present in `root`, as side files of a plan.
+pub(crate) fn carried_files(root: &Path) -> Result<Vec<SideFile>> {
+    let mut files = Vec::new();
+    for name in CARRIED_FILES {
+        let path = root.join(name);
+        if path.is_file() {
+            let bytes =
+                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
+            files.push(SideFile {
+                name: (*name).into(),
+                bytes,
+            });
+        }
+    }
+    Ok(files)
+}
+
 pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<Plan> {
     let Checkpoint::Safetensors(model) = input else {
         return Err(Error::Usage("expected a safetensors input".into()));
@@ -73,17 +90,7 @@ pub fn plan(input: &Checkpoint, output: &Path, opts: &ConvertOptions) -> Result<
         }
         side_files.push(SideFile::json("config.json", &config));
     }
-    for name in CARRIED_FILES {
-        let path = root.join(name);
-        if path.is_file() {
-            let bytes =
-                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
-            side_files.push(SideFile {
-                name: (*name).into(),
-                bytes,
-            });
-        }
-    }
+    side_files.extend(carried_files(&root)?);
     Ok(Plan {
         job: "convert safetensors -> safetensors".into(),
         target: output.to_path_buf(),

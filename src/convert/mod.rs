@@ -6,7 +6,7 @@ mod gguf_to_hf;
 mod hf_to_gguf;
 pub(crate) mod hf_to_hf;
 
-pub(crate) use hf_to_hf::CARRIED_FILES;
+pub(crate) use hf_to_hf::carried_files;
 
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};

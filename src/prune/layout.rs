@@ -258,17 +258,7 @@ pub fn plan_kept(
                 "config.json",
                 &rewrite::config_json(config, &kept),
             ));
-            for name in crate::convert::CARRIED_FILES {
-                let path = root.join(name);
-                if path.is_file() {
-                    let bytes = std::fs::read(&path)
-                        .map_err(|e| formats::FormatError::io(&path, "read", e))?;
-                    side_files.push(SideFile {
-                        name: (*name).into(),
-                        bytes,
-                    });
-                }
-            }
+            side_files.extend(crate::convert::carried_files(&root)?);
             Plan {
                 job: "prune safetensors".into(),
                 target: output.to_path_buf(),

@@ -45,10 +45,12 @@ impl GgufQuant {
         }
         match GgmlType::from_name(&lower) {
             Some(t) if kernels::cpu::ggml::is_supported(t) => Ok(GgufQuant::Uniform(t)),
-            _ if crate::quant::scheme::QuantRequest::parse(&lower).is_ok() => {
+            _ if super::scheme::QuantScheme::ALL
+                .iter()
+                .any(|s| s.name() == lower || lower == "auto") =>
+            {
                 Err(Error::Usage(format!(
-                    "--quant {name} is a Hugging Face scheme: use --format hf (GGUF output takes {})",
-                    QUANT_NAMES.join(", ")
+                    "--quant {name} is not a GGUF block type: it is written with --format hf or --format trtllm"
                 )))
             }
             _ => Err(Error::Usage(format!(

@@ -249,17 +249,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
             "quantization": quant,
         }),
     ));
-    for name in crate::convert::CARRIED_FILES {
-        let path = root.join(name);
-        if path.is_file() {
-            let bytes =
-                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
-            side_files.push(SideFile {
-                name: (*name).into(),
-                bytes,
-            });
-        }
-    }
+    side_files.extend(crate::convert::carried_files(&root)?);
     Ok(Plan {
         job: format!(
             "quantize safetensors -> safetensors ({})",

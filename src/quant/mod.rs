@@ -14,6 +14,7 @@ pub mod report;
 pub mod scheme;
 pub mod select;
 pub mod smoothquant;
+pub mod trtllm;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -46,6 +47,18 @@ pub struct QuantizeOptions {
     pub eval_data: Option<PathBuf>,
     pub eval: crate::eval::EvalOptions,
     pub exec: ExecOptions,
+    /// Where the quantized model goes.
+    pub output: QuantOutput,
+}
+
+/// The layout `quantize` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantOutput {
+    /// modelopt's unified Hugging Face checkpoint ([`hf`]).
+    #[default]
+    Hf,
+    /// A TensorRT-LLM checkpoint at this tensor/pipeline parallelism ([`trtllm`]).
+    Trtllm(crate::shard::Parallel),
 }
 
 /// Quantizes the Hugging Face checkpoint `input` into the folder `output`.
@@ -85,6 +98,9 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         }
     };
 
+    if let QuantOutput::Trtllm(par) = opts.output {
+        trtllm::check_request(&cfg, scheme, group as u64, par, opts.eval_data.is_some())?;
+    }
     if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
         return Err(Error::Usage(format!(
             "--awq-clip applies to int4_awq, not {}",
@@ -181,18 +197,36 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
     }
     let calibration_seconds = started.elapsed().as_secs_f64();
 
-    let job = hf::HfJob {
-        ckpt: &ckpt,
-        scheme,
-        group,
-        linears: &linears,
-        norm_divisors: &norm_divisors,
-        excluded: &excluded,
-        max_shard_size: opts.max_shard_size,
-        output,
+    let stats = match opts.output {
+        QuantOutput::Hf => {
+            let job = hf::HfJob {
+                ckpt: &ckpt,
+                scheme,
+                group,
+                linears: &linears,
+                norm_divisors: &norm_divisors,
+                excluded: &excluded,
+                max_shard_size: opts.max_shard_size,
+                output,
+            };
+            let plan = hf::plan(&job)?;
+            plan::execute(&plan, &ckpt, &opts.exec)?
+        }
+        QuantOutput::Trtllm(par) => {
+            let shard_input = crate::shard::input::open(input)?;
+            let job = trtllm::TrtllmJob {
+                ckpt: &ckpt,
+                input: &shard_input,
+                scheme,
+                group,
+                par,
+                linears: &linears,
+                output,
+            };
+            let plan = trtllm::plan(&job)?;
+            plan::execute_produced(&plan, &opts.exec)?
+        }
     };
-    let plan = hf::plan(&job)?;
-    let stats = plan::execute(&plan, &ckpt, &opts.exec)?;
 
     let tensors: Vec<TensorQuality> = linears
         .iter()

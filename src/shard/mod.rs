@@ -117,17 +117,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
         ShardLayout::Hf | ShardLayout::Megatron => input.hf_config.clone(),
     };
     side_files.push(SideFile::json("config.json", &config));
-    for name in crate::convert::hf_to_hf::CARRIED_FILES {
-        let path = input.root.join(name);
-        if path.is_file() {
-            let bytes =
-                std::fs::read(&path).map_err(|e| formats::FormatError::io(&path, "read", e))?;
-            side_files.push(SideFile {
-                name: (*name).into(),
-                bytes,
-            });
-        }
-    }
+    side_files.extend(crate::convert::carried_files(&input.root)?);
     Ok(Plan {
         job: format!(
             "reshard {} tp {} pp {} -> {} tp {} pp {}",
@@ -150,7 +140,7 @@ pub fn plan_from(input: &Input, output: &Path, opts: &ReshardOptions) -> Result<
 }
 
 /// The safetensors spec of a stored tensor: its blocks' dtype (all the same).
-fn spec_of(input: &Input, t: &StoredTensor) -> Result<TensorSpec> {
+pub(crate) fn spec_of(input: &Input, t: &StoredTensor) -> Result<TensorSpec> {
     let mut dtype = None;
     for b in &t.blocks {
         if let BlockSource::Logical { tensor, .. } = b.source {
@@ -222,7 +212,7 @@ fn planned_file(
 }
 
 /// `q_proj[0..64] + k_proj[0..16] + zeros[2]` style summary for `--dry-run`.
-fn describe(input: &Input, t: &StoredTensor) -> String {
+pub(crate) fn describe(input: &Input, t: &StoredTensor) -> String {
     t.blocks
         .iter()
         .map(|b| match b.source {

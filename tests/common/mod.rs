@@ -87,6 +87,15 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Runs a Python script from tests/interop with arguments, success or not.
+pub fn python_output(script: &str, args: &[&str]) -> Output {
+    Command::new(python())
+        .arg(root().join("tests/interop").join(script))
+        .args(args)
+        .output()
+        .expect("python runs")
+}
+
 /// Runs a Python script from tests/interop with arguments; requires success.
 pub fn run_python(script: &str, args: &[&str]) -> String {
     let out = Command::new(python())

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Independent check of a quantized TensorRT-LLM checkpoint written by
+`ckpt-opt convert --format trtllm --quant SCHEME --tp N --pp M`.
+
+    check_trtllm_quant.py HF_DIR OUT_DIR SCHEME
+
+Written from the documented layout alone (FORMATS.md 1.3-1.7: TensorRT-LLM
+`docs/source/architecture/checkpoint.md`, `models/llama/convert.py`; modelopt
+`export/quant_utils.py`, `export/postprocess.py`), not from our code. Every rank file is read
+with the official `safetensors` package; each quantized linear is dequantized with numpy and
+compared with the rank's share of the original Hugging Face weight, cut the way TensorRT-LLM
+cuts it: `attention.qkv` = cat(q_r, k_r, v_r) with KV heads repeated when n_kv < tp, `mlp.fc`
+= gate_proj rows, `mlp.gate` = up_proj rows, `attention.dense` / `mlp.proj` split on columns.
+
+- FP8:  `weight` F8_E4M3 [out, in], `weights_scaling_factor` F32 [] (one scale for the fused
+        qkv), `activation_scaling_factor` F32 []; w = e4m3(code) * ws;
+        |w - w_hat| <= max(|w| 2^-4, ws 2^-10).
+- W8A16: `weight` I8 [out, in], `per_channel_scale` F32 [out]; |w - w_hat| <= pcs[row] / 2.
+- W4A16_AWQ: `weight` I8 [out/2, in], byte (i, k) = row 2i in the low nibble, row 2i+1 in the
+        high nibble (two's complement); `weights_scaling_factor` F32 [out, in/group];
+        `prequant_scaling_factor` F32 [in] (AWQ): the effective weight is w_hat * pqs[None, :];
+        |w - w_hat| <= s/2 (or |w| - 7 s where the clip search saturated).
+- Every bound gets |w| 2^-20 of slack for f32 rounding of w / scale.
+
+config.json must name the quant_algo (and group_size / has_zero_point / pre_quant_scale for
+INT4) and list lm_head in exclude_modules. A wrong nibble order, a transposed weight, a wrong
+split or a wrong scale layout breaks the bounds. Prints a JSON summary; exit 1 on a violation.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import safetensors
+
+# The element decoders of the HF checker (same directory): bf16/f16/f32 to float, E4M3 codes,
+# row-pair INT4 nibbles (low nibble = even row).
+from check_quantized_hf import e4m3, to_f32 as to_f64, unpack_int4
+
+NP = {"F32": np.float32, "I8": np.int8, "U8": np.uint8, "F8_E4M3": np.uint8}
+ALGO = {"fp8": "FP8", "int8_wo": "W8A16", "int4_awq": "W4A16_AWQ", "int4_rtn": "W4A16_AWQ"}
+
+
+def load(path):
+    with open(path, "rb") as f:
+        return {n: (t["dtype"], list(t["shape"]), bytes(t["data"])) for n, t in safetensors.deserialize(f.read())}
+
+
+def load_hf(folder):
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".safetensors"):
+            out.update(load(os.path.join(folder, name)))
+    return out
+
+
+def expected_shares(hf, cfg, tp, tp_rank, layer):
+    """HF weight share of each TensorRT-LLM linear of `layer` on `tp_rank`."""
+    heads = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads", heads)
+    d = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    w = lambda n: to_f64(hf[f"model.layers.{layer}.{n}.weight"])
+    chunk = lambda a, axis=0: np.split(a, tp, axis=axis)[tp_rank]
+
+    def dup(a):  # TensorRT-LLM convert_utils.dup_kv_weight
+        if kv >= tp:
+            return a
+        r = tp // kv
+        return np.repeat(a.reshape(kv, d, -1), r, axis=0).reshape(kv * r * d, -1)
+
+    return {
+        "attention.qkv": np.concatenate(
+            [chunk(w("self_attn.q_proj")), chunk(dup(w("self_attn.k_proj"))), chunk(dup(w("self_attn.v_proj")))]
+        ),
+        "attention.dense": chunk(w("self_attn.o_proj"), 1),
+        "mlp.fc": chunk(w("mlp.gate_proj")),
+        "mlp.gate": chunk(w("mlp.up_proj")),
+        "mlp.proj": chunk(w("mlp.down_proj"), 1),
+    }
+
+
+def dequantize(rank, p, scheme, w):
+    """(w_hat, bound) of linear `p` of one rank file; asserts names, dtypes and shapes."""
+    code = rank[p + ".weight"]
+    codes = np.frombuffer(code[2], NP[code[0]]).reshape(code[1])
+    if scheme == "fp8":
+        assert code[0] == "F8_E4M3" and code[1] == list(w.shape), (p, code[:2])
+        ws, act = to_f64(rank[p + ".weights_scaling_factor"]), to_f64(rank[p + ".activation_scaling_factor"])
+        assert ws.shape == () and act.shape == () and act > 0, p
+        return e4m3(codes) * ws, np.maximum(np.abs(w) * 2.0**-4, ws * 2.0**-10)
+    if scheme == "int8_wo":
+        assert code[0] == "I8" and code[1] == list(w.shape), (p, code[:2])
+        pcs = to_f64(rank[p + ".per_channel_scale"])
+        assert pcs.shape == (w.shape[0],), (p, pcs.shape)
+        return codes.astype(np.float64) * pcs[:, None], np.broadcast_to(pcs[:, None] / 2, w.shape)
+    assert code[0] == "I8" and code[1] == [w.shape[0] // 2, w.shape[1]], (p, code[:2])
+    ws = to_f64(rank[p + ".weights_scaling_factor"])
+    group = w.shape[1] // ws.shape[1]
+    assert ws.shape[0] == w.shape[0] and ws.shape[1] * group == w.shape[1], (p, ws.shape)
+    per = np.repeat(ws, group, axis=1)
+    w_hat = unpack_int4(codes) * per
+    pqs = np.ones(w.shape[1])
+    if scheme == "int4_awq":
+        pqs = to_f64(rank[p + ".prequant_scaling_factor"])
+        assert pqs.shape == (w.shape[1],), (p, pqs.shape)
+    else:
+        assert p + ".prequant_scaling_factor" not in rank, p
+    bound = np.maximum(per / 2, np.abs(w / pqs[None, :]) - 7 * per)
+    return w_hat * pqs[None, :], bound * pqs[None, :]
+
+
+def main():
+    hf_dir, out_dir, scheme = sys.argv[1:4]
+    hf_cfg = json.load(open(os.path.join(hf_dir, "config.json")))
+    cfg = json.load(open(os.path.join(out_dir, "config.json")))
+    hf = load_hf(hf_dir)
+    tp, pp = cfg["mapping"]["tp_size"], cfg["mapping"]["pp_size"]
+    q = cfg["quantization"]
+    problems = []
+    if q["quant_algo"] != ALGO[scheme] or "lm_head" not in q["exclude_modules"]:
+        problems.append(f"config quantization {q}")
+    if scheme.startswith("int4") and (
+        q.get("has_zero_point") is not False or q.get("pre_quant_scale") != (scheme == "int4_awq") or not q.get("group_size")
+    ):
+        problems.append(f"config INT4 fields {q}")
+    per_stage = hf_cfg["num_hidden_layers"] // pp
+    checked, worst = 0, 0.0
+    for r in range(tp * pp):
+        rank = load(os.path.join(out_dir, f"rank{r}.safetensors"))
+        tp_rank, pp_rank = r % tp, r // tp
+        for local in range(per_stage):
+            shares = expected_shares(hf, hf_cfg, tp, tp_rank, pp_rank * per_stage + local)
+            for kind, w in shares.items():
+                p = f"transformer.layers.{local}.{kind}"
+                try:
+                    w_hat, bound = dequantize(rank, p, scheme, w)
+                except (AssertionError, KeyError, ValueError) as e:
+                    problems.append(f"rank{r} {p}: layout {e}")
+                    continue
+                bound = bound + np.abs(w) * 2.0**-20
+                err = np.abs(w - w_hat)
+                worst = max(worst, float(np.max(err / np.maximum(bound, 1e-30))))
+                checked += 1
+                if not np.all(err <= bound * (1 + 1e-6) + 1e-12):
+                    i = np.unravel_index(np.argmax(err - bound), err.shape)
+                    problems.append(f"rank{r} {p}: |w - w_hat| = {err[i]:.3e} > bound {bound[i]:.3e} at {i}")
+    print(json.dumps({"linears": checked, "worst_error_over_bound": worst}))
+    if problems:
+        print("\n".join(problems[:20]), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
