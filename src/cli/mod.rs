@@ -34,6 +34,10 @@ pub struct GlobalArgs {
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j', global = true, default_value_t = 0)]
     pub threads: usize,
+    /// Do not write the ckpt-opt.json manifest (command, options, blake3 checksums of inputs
+    /// and outputs) beside an export's output.
+    #[arg(long, global = true)]
+    pub no_manifest: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +60,20 @@ pub enum Command {
     /// Quantize a Hugging Face checkpoint (fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto) into
     /// modelopt's unified HF layout, with a before/after quality report.
     Quantize(QuantizeArgs),
+    /// Check a TensorRT-LLM checkpoint, GGUF file or split set, or Hugging Face folder: every
+    /// file present, config against every tensor, scales finite, checksums against the
+    /// ckpt-opt.json manifest when there is one. Exit 1 with one problem per line.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A TensorRT-LLM checkpoint folder, a .gguf file (any member of a split set), or a
+    /// Hugging Face folder or safetensors file.
+    pub path: PathBuf,
+    /// Also read every weight: NaN/Inf in float weights and in GGUF block scales.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -488,6 +506,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 )
             }
         }
+        Command::Verify(args) => {
+            let pool = thread_pool(cli.global.threads)?;
+            let opts = crate::verify::VerifyOptions { deep: args.deep };
+            let report = pool.install(|| crate::verify::verify(&args.path, &opts));
+            if cli.global.json {
+                write_json(out, &report)?;
+            } else {
+                write_out(out, &crate::verify::render(&report))?;
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Verify(report.problems.len()))
+            }
+        }
         Command::Reshard(args) => run_reshard(args, &cli.global, show_progress, out),
         Command::PlanPipeline(args) => {
             let student = crate::model::ModelConfig::load(&args.config)?;
@@ -520,6 +553,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             );
             run_quantize(
                 &cli.global,
+                "quantize",
                 &args.input,
                 &args.output,
                 &args.quant,
@@ -549,6 +583,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 );
                 return run_quantize(
                     &cli.global,
+                    "convert",
                     &args.input,
                     &args.output,
                     quant,
@@ -613,6 +648,25 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     progress: show_progress,
                     force: args.force,
                 },
+            )?;
+            let options = serde_json::json!({
+                "format": format!("{:?}", opts.format).to_lowercase(),
+                "dtype": args.dtype.map(|d| format!("{d:?}").to_lowercase()),
+                "quant": args.quant,
+                "imatrix": opts.imatrix,
+                "max_shard_size": opts.max_shard_size,
+                "split_max_size": args.split_max_size,
+                "split_max_tensors": args.split_max_tensors,
+                "name": opts.model_name,
+            });
+            record_manifest(
+                &cli.global,
+                "convert",
+                &args.input,
+                &args.output,
+                options,
+                None,
+                &stats.files,
             )?;
             if cli.global.json {
                 write_json(out, &stats)
@@ -738,6 +792,26 @@ fn run_prune(
         return write_json(out, &report);
     }
     let report = pool.install(|| crate::prune::prune(&args.input, &args.output, &opts, &run))?;
+    let options = serde_json::json!({
+        "kept_layers": report.kept_layers,
+        "dropped_layers": report.dropped_layers,
+        "after": report.after,
+        "calib_data": opts.calib_data,
+        "calib_stats": opts.calib_stats,
+    });
+    let quality = report
+        .quality
+        .as_ref()
+        .map(|q| serde_json::to_value(q).unwrap_or(serde_json::Value::Null));
+    record_manifest(
+        global,
+        "prune",
+        &args.input,
+        &args.output,
+        options,
+        quality,
+        &[],
+    )?;
     if let Some(p) = &report_path {
         let mut text = serde_json::to_vec_pretty(&report)
             .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
@@ -802,6 +876,22 @@ fn run_reshard(
             force: args.force,
         },
     )?;
+    let options = serde_json::json!({
+        "layout": opts.layout.name(),
+        "tp": opts.par.tp,
+        "pp": opts.par.pp,
+        "rank": opts.rank,
+        "max_shard_size": args.max_shard_size,
+    });
+    record_manifest(
+        global,
+        "reshard",
+        &args.input,
+        &args.output,
+        options,
+        None,
+        &stats.files,
+    )?;
     if global.json {
         write_json(out, &stats)
     } else {
@@ -837,6 +927,7 @@ fn exec_options(threads: usize, chunk_bytes: u64, progress: bool, force: bool) -
 #[allow(clippy::too_many_arguments)]
 fn run_quantize(
     global: &GlobalArgs,
+    job: &str,
     input: &std::path::Path,
     output: &std::path::Path,
     quant: &str,
@@ -885,6 +976,22 @@ fn run_quantize(
     }
     let pool = thread_pool(global.threads)?;
     let report = pool.install(|| quant::quantize(input, output, &opts))?;
+    let options = serde_json::json!({
+        "scheme": report.scheme,
+        "quant_algo": report.quant_algo,
+        "group_size": report.group_size,
+        "excluded_modules": report.excluded_modules,
+        "calib_data": f.calib_data,
+        "calib_stats": f.calib_stats,
+        "sq_alpha": f.sq_alpha,
+        "max_shard_size": max_shard_size,
+    });
+    let quality = serde_json::json!({
+        "mean_rel_error": report.mean_rel_error,
+        "min_sqnr_db": report.min_sqnr_db,
+        "model": report.model,
+    });
+    record_manifest(global, job, input, output, options, Some(quality), &[])?;
     if let Some(p) = &f.report {
         let mut text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
@@ -896,6 +1003,31 @@ fn run_quantize(
     } else {
         write_out(out, &quant::report::render(&report))
     }
+}
+
+/// Writes the job's `ckpt-opt.json` (see [`crate::manifest`]) once its outputs are in place,
+/// unless `--no-manifest`.
+fn record_manifest(
+    global: &GlobalArgs,
+    job: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    options: serde_json::Value,
+    quality: Option<serde_json::Value>,
+    written: &[PathBuf],
+) -> Result<()> {
+    if global.no_manifest {
+        return Ok(());
+    }
+    let rec = crate::manifest::JobRecord {
+        job,
+        input,
+        output,
+        options,
+        quality,
+    };
+    crate::manifest::write(&rec, written)?;
+    Ok(())
 }
 
 /// A rayon pool of `threads` workers (0: one per core).
