@@ -462,3 +462,38 @@ fn verify_json_lists_problems() {
         "{problems:?}"
     );
 }
+
+/// `convert --format gguf --quant q4_k_m --split-max-size`: a split set the `gguf` package reads
+/// member by member, with `general.file_type` 15 (MOSTLY_Q4_K_M) and
+/// `general.quantization_version` 2, every tensor dequantizing to finite values — and `verify`
+/// accepts it with its manifest.
+#[test]
+fn quantized_split_gguf_is_read_by_the_gguf_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.gguf");
+    ok(&[
+        "-q",
+        "convert",
+        s(&fixture("trained-llama")),
+        s(&out),
+        "--format",
+        "gguf",
+        "--quant",
+        "q4_k_m",
+        "--split-max-size",
+        "400K",
+    ]);
+    let mut members: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| s(&e.unwrap().path()).to_string())
+        .filter(|p| p.ends_with(".gguf"))
+        .collect();
+    members.sort();
+    assert!(members.len() >= 3, "{members:?}");
+    let mut args = vec!["15", "Q4_K,Q6_K,F32"];
+    args.extend(members.iter().map(String::as_str));
+    let text = run_python("check_gguf_split_quant.py", &args);
+    assert!(text.starts_with("ok:"), "{text}");
+    let verified = verifies_clean(Path::new(&members[0]));
+    assert!(verified.contains("checksums match"), "{verified}");
+}
