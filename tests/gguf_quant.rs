@@ -366,3 +366,80 @@ fn dry_run_plan_shows_the_quantize_ops() {
     assert_eq!(q[1]["op"], "quantize_ggml");
     assert!(!out.exists());
 }
+
+/// `quantize` with a GGUF type (or `auto --target cpu`) writes what `convert --format gguf
+/// --quant` writes, from an HF folder or from a GGUF file, with `--calib-stats` as the imatrix.
+#[test]
+fn quantize_command_makes_the_same_gguf_as_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("llama-gqa");
+    let via_convert = dir.path().join("convert.gguf");
+    convert(&m, &via_convert, &["--quant", "q4_k_m"]);
+    let via_quantize = dir.path().join("quantize.gguf");
+    ok(&[
+        "-q",
+        "quantize",
+        s(&m),
+        s(&via_quantize),
+        "--quant",
+        "q4_k_m",
+    ]);
+    assert_eq!(
+        std::fs::read(&via_convert).unwrap(),
+        std::fs::read(&via_quantize).unwrap()
+    );
+    let via_auto = dir.path().join("auto.gguf");
+    ok(&[
+        "-q",
+        "quantize",
+        s(&m),
+        s(&via_auto),
+        "--quant",
+        "auto",
+        "--target",
+        "cpu",
+    ]);
+    assert_eq!(
+        std::fs::read(&via_convert).unwrap(),
+        std::fs::read(&via_auto).unwrap()
+    );
+
+    // GGUF in, GGUF out; statistics as the importance matrix.
+    let f32_gguf = dir.path().join("f32.gguf");
+    convert(&m, &f32_gguf, &["--dtype", "f32"]);
+    let stats = dir.path().join("stats.safetensors");
+    ok(&[
+        "-q",
+        "calibrate",
+        s(&m),
+        "--data",
+        s(&sample_text()),
+        "-o",
+        s(&stats),
+        "--calib-samples",
+        "4",
+        "--calib-seq-len",
+        "32",
+    ]);
+    let from_gguf = dir.path().join("from-gguf.gguf");
+    ok(&[
+        "-q",
+        "quantize",
+        s(&f32_gguf),
+        s(&from_gguf),
+        "--quant",
+        "q4_k",
+        "--calib-stats",
+        s(&stats),
+    ]);
+    let imatrix = dir.path().join("imatrix.gguf");
+    convert(
+        &f32_gguf,
+        &imatrix,
+        &["--quant", "q4_k", "--imatrix", s(&stats)],
+    );
+    assert_eq!(
+        std::fs::read(&from_gguf).unwrap(),
+        std::fs::read(&imatrix).unwrap()
+    );
+}

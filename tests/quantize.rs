@@ -392,23 +392,21 @@ fn calibration_and_usage_errors() {
         2,
     );
     assert!(err.contains("activation samples"), "{err}");
-    let err = fails(&["quantize", s(&m), s(&out), "--quant", "q4_k_m"], 2);
-    assert!(err.contains("--format gguf"), "{err}");
-    let err = fails(&["quantize", s(&m), s(&out), "--quant", "auto"], 2);
-    assert!(err.contains("--target"), "{err}");
     let err = fails(
         &[
             "quantize",
             s(&m),
             s(&out),
             "--quant",
-            "auto",
-            "--target",
-            "cpu",
+            "q4_k_m",
+            "--calib-data",
+            s(&common::sample_text()),
         ],
         2,
     );
-    assert!(err.contains("q4_k_m"), "{err}");
+    assert!(err.contains("--calib-stats"), "{err}");
+    let err = fails(&["quantize", s(&m), s(&out), "--quant", "auto"], 2);
+    assert!(err.contains("--target"), "{err}");
     let err = fails(
         &[
             "quantize",

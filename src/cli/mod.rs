@@ -545,6 +545,30 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         }
         Command::Prune(args) => run_prune(*args, &cli.global, show_progress, out),
         Command::Quantize(args) => {
+            if let Some(q) = gguf_quant_request(&args.quant, &args.flags) {
+                if args.flags.calib_data.is_some() {
+                    return Err(Error::Usage(
+                        "GGUF types take an importance matrix as --calib-stats (from `ckpt-opt calibrate`), not --calib-data".into(),
+                    ));
+                }
+                let opts = ConvertOptions {
+                    format: OutputFormat::Gguf,
+                    dtype: None,
+                    max_shard_size: formats::safetensors::DEFAULT_MAX_SHARD_SIZE,
+                    split: formats::gguf::SplitOptions::default(),
+                    model_name: None,
+                    quant: Some(q),
+                    imatrix: args.flags.calib_stats.clone(),
+                };
+                let run = RunConvert {
+                    job: "quantize",
+                    dry_run: false,
+                    chunk_size: args.chunk_size,
+                    force: args.force,
+                    progress: show_progress,
+                };
+                return run_convert(&args.input, &args.output, &opts, &run, &cli.global, out);
+            }
             let exec = exec_options(
                 cli.global.threads,
                 args.chunk_size,
@@ -593,7 +617,6 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     out,
                 );
             }
-            let input = Checkpoint::open(&args.input)?;
             let opts = ConvertOptions {
                 format: match args.format {
                     FormatArg::Gguf => OutputFormat::Gguf,
@@ -622,69 +645,109 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     "--split-max-size/--split-max-tensors apply to gguf output; use --max-shard-size for hf".into(),
                 ));
             }
-            let plan = convert::plan_convert(&input, &args.output, &opts)?;
-            let threads = if cli.global.threads == 0 {
-                rayon::current_num_threads()
-            } else {
-                cli.global.threads
+            let run = RunConvert {
+                job: "convert",
+                dry_run: args.dry_run,
+                chunk_size: args.chunk_size,
+                force: args.force,
+                progress: show_progress,
             };
-            if args.dry_run {
-                let report = DryRun {
-                    input_bytes: input.tensor_bytes(),
-                    output_bytes: plan.output_bytes(),
-                    tensors: plan.tensor_count(),
-                    threads,
-                    estimated_peak_bytes: estimated_peak(args.chunk_size, threads),
-                    plan: &plan,
-                };
-                return write_json(out, &report);
-            }
-            let stats = plan::execute(
-                &plan,
-                &input,
-                &ExecOptions {
-                    threads,
-                    chunk_bytes: args.chunk_size,
-                    progress: show_progress,
-                    force: args.force,
-                },
-            )?;
-            let options = serde_json::json!({
-                "format": format!("{:?}", opts.format).to_lowercase(),
-                "dtype": args.dtype.map(|d| format!("{d:?}").to_lowercase()),
-                "quant": args.quant,
-                "imatrix": opts.imatrix,
-                "max_shard_size": opts.max_shard_size,
-                "split_max_size": args.split_max_size,
-                "split_max_tensors": args.split_max_tensors,
-                "name": opts.model_name,
-            });
-            record_manifest(
-                &cli.global,
-                "convert",
-                &args.input,
-                &args.output,
-                options,
-                None,
-                &stats.files,
-            )?;
-            if cli.global.json {
-                write_json(out, &stats)
-            } else {
-                let gbps = stats.bytes_written as f64 / stats.seconds.max(1e-9) / 1e9;
-                let mut text = String::new();
-                for f in &stats.files {
-                    text.push_str(&format!("wrote {}\n", f.display()));
-                }
-                text.push_str(&format!(
-                    "{} in {:.2}s ({gbps:.2} GB/s)\n",
-                    crate::inspect::human_bytes(stats.bytes_written),
-                    stats.seconds
-                ));
-                write_out(out, &text)
-            }
+            run_convert(&args.input, &args.output, &opts, &run, &cli.global, out)
         }
     }
+}
+
+/// How `convert` (and `quantize` to GGUF) runs its plan.
+struct RunConvert {
+    /// The subcommand, for the manifest.
+    job: &'static str,
+    dry_run: bool,
+    chunk_size: u64,
+    force: bool,
+    progress: bool,
+}
+
+fn run_convert(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    opts: &ConvertOptions,
+    run: &RunConvert,
+    global: &GlobalArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let input_path = input;
+    let input = Checkpoint::open(input)?;
+    let plan = convert::plan_convert(&input, output, opts)?;
+    let threads = if global.threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        global.threads
+    };
+    if run.dry_run {
+        let report = DryRun {
+            input_bytes: input.tensor_bytes(),
+            output_bytes: plan.output_bytes(),
+            tensors: plan.tensor_count(),
+            threads,
+            estimated_peak_bytes: estimated_peak(run.chunk_size, threads),
+            plan: &plan,
+        };
+        return write_json(out, &report);
+    }
+    let stats = plan::execute(
+        &plan,
+        &input,
+        &ExecOptions {
+            threads,
+            chunk_bytes: run.chunk_size,
+            progress: run.progress,
+            force: run.force,
+        },
+    )?;
+    let options = serde_json::json!({
+        "format": opts.format,
+        "dtype": opts.dtype.map(|d| d.name()),
+        "quant": opts.quant,
+        "imatrix": opts.imatrix,
+        "max_shard_size": opts.max_shard_size,
+        "split_max_size": opts.split.max_bytes,
+        "split_max_tensors": opts.split.max_tensors,
+        "name": opts.model_name,
+    });
+    record_manifest(
+        global,
+        run.job,
+        input_path,
+        output,
+        options,
+        None,
+        &stats.files,
+    )?;
+    if global.json {
+        write_json(out, &stats)
+    } else {
+        let gbps = stats.bytes_written as f64 / stats.seconds.max(1e-9) / 1e9;
+        let mut text = String::new();
+        for f in &stats.files {
+            text.push_str(&format!("wrote {}\n", f.display()));
+        }
+        text.push_str(&format!(
+            "{} in {:.2}s ({gbps:.2} GB/s)\n",
+            crate::inspect::human_bytes(stats.bytes_written),
+            stats.seconds
+        ));
+        write_out(out, &text)
+    }
+}
+
+/// `quantize` with a GGUF block type (or `auto --target cpu`): the GGUF output `convert
+/// --format gguf --quant TYPE` makes, with `--calib-stats` as the importance matrix.
+fn gguf_quant_request(quant: &str, f: &QuantFlags) -> Option<crate::quant::gguf::GgufQuant> {
+    use crate::quant::{auto::Target, gguf::GgufQuant};
+    if quant.trim().eq_ignore_ascii_case("auto") {
+        return (f.target == Some(Target::Cpu)).then_some(GgufQuant::Q4KM);
+    }
+    GgufQuant::parse(quant).ok()
 }
 
 #[derive(serde::Serialize)]

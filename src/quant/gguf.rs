@@ -45,6 +45,12 @@ impl GgufQuant {
         }
         match GgmlType::from_name(&lower) {
             Some(t) if kernels::cpu::ggml::is_supported(t) => Ok(GgufQuant::Uniform(t)),
+            _ if crate::quant::scheme::QuantRequest::parse(&lower).is_ok() => {
+                Err(Error::Usage(format!(
+                    "--quant {name} is a Hugging Face scheme: use --format hf (GGUF output takes {})",
+                    QUANT_NAMES.join(", ")
+                )))
+            }
             _ => Err(Error::Usage(format!(
                 "--quant {name} is not supported: use one of {}",
                 QUANT_NAMES.join(", ")
