@@ -3,12 +3,12 @@
 # pass, with and without the ckpt-opt.json manifest (blake3 of inputs and outputs), and
 # `verify` of the result; wall time and peak RSS from /usr/bin/time -v.
 # Bar (issue 8): under half of llama.cpp's two steps (14.3 s + 39.4 s), peak <= 512 MiB.
-# Usage: bash benches/export_gguf.sh   (BENCH_LAYERS=22, BENCH_THREADS=0, BENCH_DIR=bench-data)
+# Usage: bash benches/export_gguf.sh   (BENCH_LAYERS=12, BENCH_THREADS=0, BENCH_DIR=bench-data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${CARGO_TARGET_DIR:-target}/release/ckpt-opt"
 PY="${CKPT_OPT_PYTHON:-.venv/bin/python}"
-LAYERS="${BENCH_LAYERS:-22}"
+LAYERS="${BENCH_LAYERS:-12}"
 THREADS="${BENCH_THREADS:-0}"
 DIR="${BENCH_DIR:-bench-data}"
 MODEL="$DIR/llama-${LAYERS}l"
