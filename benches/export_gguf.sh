@@ -39,6 +39,6 @@ rm -f "$OUT/copy.bin"
 measure "convert --quant q4_k_m --no-manifest" \
   "$BIN" -q -j "$THREADS" --no-manifest convert "$MODEL" "$OUT/a.gguf" --format gguf --quant q4_k_m
 measure "convert --quant q4_k_m (with manifest)" \
-  "$BIN" -q -j "$THREADS" convert "$MODEL" "$OUT/b.gguf" --format gguf --quant q4_k_m --split-max-size 400M
+  "$BIN" -q -j "$THREADS" convert "$MODEL" "$OUT/b.gguf" --format gguf --quant q4_k_m --split-max-size 200M
 measure "verify (split set + manifest checksums)" "$BIN" -q verify "$OUT/b-00001-of-00002.gguf"
 ls -l "$OUT"
