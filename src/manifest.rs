@@ -88,20 +88,26 @@ pub fn hash_file(path: &Path) -> Result<FileRecord> {
     })
 }
 
-/// Regular files of `path`: the file itself, or a folder's files (one level, sorted,
-/// manifests excluded).
+/// Regular files of `path`: the file itself, or every file under a folder (recursively, so
+/// Megatron's `mp_rank_*/` folders count; sorted; manifests excluded).
 fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let read = std::fs::read_dir(path).map_err(|e| formats::FormatError::io(path, "read", e))?;
     let mut files = Vec::new();
-    for entry in read {
-        let entry = entry.map_err(|e| formats::FormatError::io(path, "read", e))?;
-        let p = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if p.is_file() && name != MANIFEST_NAME && !name.ends_with(MANIFEST_SUFFIX) {
-            files.push(p);
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let read =
+            std::fs::read_dir(&dir).map_err(|e| formats::FormatError::io(&dir, "read", e))?;
+        for entry in read {
+            let entry = entry.map_err(|e| formats::FormatError::io(&dir, "read", e))?;
+            let p = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() && name != MANIFEST_NAME && !name.ends_with(MANIFEST_SUFFIX) {
+                files.push(p);
+            }
         }
     }
     files.sort();

@@ -157,6 +157,30 @@ fn every_export_verifies_and_carries_a_matching_manifest() {
         let text = verifies_clean(&out);
         assert!(text.contains("checksums match"), "{text}");
     }
+    // Megatron ranks live in sub-folders: the manifest lists them, verify checks them.
+    let mega = trtllm(t, "mega", "2", "1", &["--layout", "megatron"]);
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(mega.join("ckpt-opt.json")).unwrap())
+            .unwrap();
+    let listed: Vec<&str> = m["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.iter().any(|p| p.starts_with("mp_rank_01")),
+        "{listed:?}"
+    );
+    assert!(verifies_clean(&mega).contains("megatron"));
+    std::fs::remove_file(mega.join(listed.iter().find(|p| p.starts_with("mp_rank_01")).unwrap()))
+        .unwrap();
+    let (code, text) = verify(&mega);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("mp_rank_01") && text.contains("missing"),
+        "{text}"
+    );
     // --no-manifest writes none, and verify then checks structure only.
     let bare = t.join("bare");
     ok(&[

@@ -51,7 +51,14 @@ impl Findings {
 
 /// Verifies `path`; the report's `problems` is empty when it is sound.
 pub fn verify(path: &Path, opts: &VerifyOptions) -> VerifyReport {
-    let (kind, found) = if path.is_dir() && path.join("config.json").is_file() && is_trtllm(path) {
+    let megatron = path.is_dir()
+        && matches!(
+            crate::shard::input::detect(path),
+            Ok(crate::shard::ShardLayout::Megatron)
+        );
+    let (kind, found) = if megatron {
+        ("megatron", megatron_check(path))
+    } else if path.is_dir() && path.join("config.json").is_file() && is_trtllm(path) {
         ("trtllm", trtllm::check(path, opts))
     } else if path.is_dir() {
         ("hf", hf::check(path, opts))
@@ -76,6 +83,21 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> VerifyReport {
         manifest: manifest_file,
         problems,
     }
+}
+
+/// Megatron folder (`mp_rank_*/model.safetensors`): every rank present and every tensor
+/// where `reshard`'s layout rules put it, checked by the reshard input reader, which stops at
+/// the first problem.
+fn megatron_check(path: &Path) -> Findings {
+    let mut f = Findings::default();
+    match crate::shard::input::open(path) {
+        Ok(input) => {
+            f.files = input.files.len();
+            f.tensors = input.files.iter().map(|c| c.tensors().len()).sum();
+        }
+        Err(e) => f.problems.push(e.to_string()),
+    }
+    f
 }
 
 /// A TensorRT-LLM config has `architecture` (singular) and no `architectures`.
