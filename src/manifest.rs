@@ -89,7 +89,7 @@ pub fn hash_file(path: &Path) -> Result<FileRecord> {
 }
 
 /// Regular files of `path`: the file itself, or every file under a folder (recursively, so
-/// Megatron's `mp_rank_*/` folders count; sorted; manifests excluded).
+/// Megatron's `mp_rank_*/` folders count; sorted; manifests and hidden entries excluded).
 fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
@@ -103,6 +103,10 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>> {
             let entry = entry.map_err(|e| formats::FormatError::io(&dir, "read", e))?;
             let p = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                // Hidden entries (.git, a download tool's .cache) are not part of the model.
+                continue;
+            }
             if p.is_dir() {
                 stack.push(p);
             } else if p.is_file() && name != MANIFEST_NAME && !name.ends_with(MANIFEST_SUFFIX) {
