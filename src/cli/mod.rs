@@ -60,7 +60,7 @@ pub enum Command {
     /// Quantize a Hugging Face checkpoint (fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto) into
     /// modelopt's unified HF layout, with a before/after quality report.
     Quantize(QuantizeArgs),
-    /// Check a TensorRT-LLM checkpoint, GGUF file or split set, or Hugging Face folder: every
+    /// Check a TensorRT-LLM checkpoint, Megatron folder, GGUF file or split set, or Hugging Face folder: every
     /// file present, config against every tensor, scales finite, checksums against the
     /// ckpt-opt.json manifest when there is one. Exit 1 with one problem per line.
     Verify(VerifyArgs),
@@ -68,7 +68,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// A TensorRT-LLM checkpoint folder, a .gguf file (any member of a split set), or a
+    /// A TensorRT-LLM checkpoint folder, a Megatron folder, a .gguf file (any member of a split set), or a
     /// Hugging Face folder or safetensors file.
     pub path: PathBuf,
     /// Also read every weight: NaN/Inf in float weights and in GGUF block scales.
