@@ -35,6 +35,9 @@ pub enum Error {
     /// line, or too short for the windows asked for (see [`crate::data`]).
     #[error("{}: {reason}", path.display())]
     Data { path: PathBuf, reason: String },
+    /// `verify` found problems (already printed, one per line). Exit code 1.
+    #[error("verify: {0} problem(s)")]
+    Verify(usize),
     /// The request itself is wrong (bad option combination, output exists). Exit code 2.
     #[error("{0}")]
     Usage(String),

@@ -14,10 +14,12 @@ pub mod export;
 pub mod forward;
 pub mod import;
 pub mod inspect;
+pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod prune;
 pub mod quant;
 pub mod shard;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -63,7 +63,8 @@ fn folder_bytes(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else {
+            } else if !p.ends_with("ckpt-opt.json") {
+                // The manifest records the command line, which differs by design.
                 let rel = p.strip_prefix(root).unwrap().to_path_buf();
                 out.insert(rel, std::fs::read(&p).unwrap());
             }

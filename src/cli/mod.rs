@@ -34,6 +34,10 @@ pub struct GlobalArgs {
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j', global = true, default_value_t = 0)]
     pub threads: usize,
+    /// Do not write the ckpt-opt.json manifest (command, options, blake3 checksums of inputs
+    /// and outputs) beside an export's output.
+    #[arg(long, global = true)]
+    pub no_manifest: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +60,20 @@ pub enum Command {
     /// Quantize a Hugging Face checkpoint (fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto) into
     /// modelopt's unified HF layout, with a before/after quality report.
     Quantize(QuantizeArgs),
+    /// Check a TensorRT-LLM checkpoint, Megatron folder, GGUF file or split set, or Hugging Face folder: every
+    /// file present, config against every tensor, scales finite, checksums against the
+    /// ckpt-opt.json manifest when there is one. Exit 1 with one problem per line.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// A TensorRT-LLM checkpoint folder, a Megatron folder, a .gguf file (any member of a split set), or a
+    /// Hugging Face folder or safetensors file.
+    pub path: PathBuf,
+    /// Also read every weight: NaN/Inf in float weights and in GGUF block scales.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -502,6 +520,21 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 )
             }
         }
+        Command::Verify(args) => {
+            let pool = thread_pool(cli.global.threads)?;
+            let opts = crate::verify::VerifyOptions { deep: args.deep };
+            let report = pool.install(|| crate::verify::verify(&args.path, &opts));
+            if cli.global.json {
+                write_json(out, &report)?;
+            } else {
+                write_out(out, &crate::verify::render(&report))?;
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Verify(report.problems.len()))
+            }
+        }
         Command::Reshard(args) => run_reshard(args, &cli.global, show_progress, out),
         Command::PlanPipeline(args) => {
             let student = crate::model::ModelConfig::load(&args.config)?;
@@ -542,6 +575,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     imatrix: args.flags.calib_stats.clone(),
                 };
                 let run = RunConvert {
+                    job: "quantize",
                     dry_run: false,
                     chunk_size: args.chunk_size,
                     force: args.force,
@@ -558,6 +592,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             );
             run_quantize(
                 &cli.global,
+                "quantize",
                 &args.input,
                 &args.output,
                 &args.quant,
@@ -636,6 +671,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 };
                 return run_quantize(
                     &cli.global,
+                    "convert",
                     &args.input,
                     &args.output,
                     quant,
@@ -676,6 +712,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 ));
             }
             let run = RunConvert {
+                job: "convert",
                 dry_run: args.dry_run,
                 chunk_size: args.chunk_size,
                 force: args.force,
@@ -689,6 +726,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
 
 /// How `convert` (and `quantize` to GGUF) runs its plan.
 struct RunConvert {
+    /// The subcommand, for the manifest.
+    job: &'static str,
     dry_run: bool,
     chunk_size: u64,
     force: bool,
@@ -704,6 +743,7 @@ fn run_convert(
     global: &GlobalArgs,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let input_path = input;
     let input = Checkpoint::open(input)?;
     let plan = convert::plan_convert(&input, output, opts)?;
     let threads = if global.threads == 0 {
@@ -732,6 +772,25 @@ fn run_convert(
             force: run.force,
             device: run.device,
         },
+    )?;
+    let options = serde_json::json!({
+        "format": opts.format,
+        "dtype": opts.dtype.map(|d| d.name()),
+        "quant": opts.quant,
+        "imatrix": opts.imatrix,
+        "max_shard_size": opts.max_shard_size,
+        "split_max_size": opts.split.max_bytes,
+        "split_max_tensors": opts.split.max_tensors,
+        "name": opts.model_name,
+    });
+    record_manifest(
+        global,
+        run.job,
+        input_path,
+        output,
+        options,
+        None,
+        &stats.files,
     )?;
     if global.json {
         write_json(out, &stats)
@@ -866,6 +925,26 @@ fn run_prune(
         return write_json(out, &report);
     }
     let report = pool.install(|| crate::prune::prune(&args.input, &args.output, &opts, &run))?;
+    let options = serde_json::json!({
+        "kept_layers": report.kept_layers,
+        "dropped_layers": report.dropped_layers,
+        "after": report.after,
+        "calib_data": opts.calib_data,
+        "calib_stats": opts.calib_stats,
+    });
+    let quality = report
+        .quality
+        .as_ref()
+        .map(|q| serde_json::to_value(q).unwrap_or(serde_json::Value::Null));
+    record_manifest(
+        global,
+        "prune",
+        &args.input,
+        &args.output,
+        options,
+        quality,
+        &[],
+    )?;
     if let Some(p) = &report_path {
         let mut text = serde_json::to_vec_pretty(&report)
             .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
@@ -931,6 +1010,22 @@ fn run_reshard(
             device: plan::Device::Cpu,
         },
     )?;
+    let options = serde_json::json!({
+        "layout": opts.layout.name(),
+        "tp": opts.par.tp,
+        "pp": opts.par.pp,
+        "rank": opts.rank,
+        "max_shard_size": args.max_shard_size,
+    });
+    record_manifest(
+        global,
+        "reshard",
+        &args.input,
+        &args.output,
+        options,
+        None,
+        &stats.files,
+    )?;
     if global.json {
         write_json(out, &stats)
     } else {
@@ -967,6 +1062,7 @@ fn exec_options(threads: usize, chunk_bytes: u64, progress: bool, force: bool) -
 #[allow(clippy::too_many_arguments)]
 fn run_quantize(
     global: &GlobalArgs,
+    job: &str,
     input: &std::path::Path,
     output: &std::path::Path,
     quant: &str,
@@ -1023,6 +1119,22 @@ fn run_quantize(
     }
     let pool = thread_pool(global.threads)?;
     let report = pool.install(|| quant::quantize(input, output, &opts))?;
+    let options = serde_json::json!({
+        "scheme": report.scheme,
+        "quant_algo": report.quant_algo,
+        "group_size": report.group_size,
+        "excluded_modules": report.excluded_modules,
+        "calib_data": f.calib_data,
+        "calib_stats": f.calib_stats,
+        "sq_alpha": f.sq_alpha,
+        "max_shard_size": max_shard_size,
+    });
+    let quality = serde_json::json!({
+        "mean_rel_error": report.mean_rel_error,
+        "min_sqnr_db": report.min_sqnr_db,
+        "model": report.model,
+    });
+    record_manifest(global, job, input, output, options, Some(quality), &[])?;
     if let Some(p) = &f.report {
         let mut text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
@@ -1034,6 +1146,31 @@ fn run_quantize(
     } else {
         write_out(out, &quant::report::render(&report))
     }
+}
+
+/// Writes the job's `ckpt-opt.json` (see [`crate::manifest`]) once its outputs are in place,
+/// unless `--no-manifest`.
+fn record_manifest(
+    global: &GlobalArgs,
+    job: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    options: serde_json::Value,
+    quality: Option<serde_json::Value>,
+    written: &[PathBuf],
+) -> Result<()> {
+    if global.no_manifest {
+        return Ok(());
+    }
+    let rec = crate::manifest::JobRecord {
+        job,
+        input,
+        output,
+        options,
+        quality,
+    };
+    crate::manifest::write(&rec, written)?;
+    Ok(())
 }
 
 /// A rayon pool of `threads` workers (0: one per core).
