@@ -31,7 +31,10 @@ fn check_in_python(orig: &Path, out: &Path, scheme: &str) -> std::process::Outpu
     common::python_output("check_trtllm_quant.py", &[s(orig), s(out), scheme])
 }
 
+/// The independent numpy check, then our own `verify` (every export must verify).
 fn assert_python_accepts(orig: &Path, out: &Path, scheme: &str) {
+    let verified = ok(&["verify", s(out)]);
+    assert!(verified.starts_with("ok:"), "{scheme}: {verified}");
     let o = check_in_python(orig, out, scheme);
     assert!(
         o.status.success(),

@@ -267,7 +267,7 @@ impl Made {
 /// | quant_algo | `weight` | scales |
 /// |---|---|---|
 /// | FP8 | F8_E4M3 `[out, in]` | `weights_scaling_factor` F32 `[]`, `activation_scaling_factor` F32 `[]` (max over fused q/k/v) |
-/// | W8A16 | I8 `[out, in]` | `per_channel_scale` F32 `[out]` |
+/// | W8A16 | I8 `[out, in]` | `weights_scaling_factor` F32 `[out]` (modelopt's name for its `[out, in]` codes) |
 /// | W4A16_AWQ | I8 `[out/2, in]` (rows 2i, 2i+1 in the low, high nibble) | `weights_scaling_factor` F32 `[out, in/group]`, `prequant_scaling_factor` F32 `[in]` (AWQ only) |
 fn quantized_tensors(
     job: &TrtllmJob,
@@ -377,7 +377,7 @@ fn quantized_tensors(
                 Made::new(source("weight"), Arc::new(codes)),
             );
             add(
-                format!("{m}.per_channel_scale"),
+                format!("{m}.weights_scaling_factor"),
                 Dtype::F32,
                 vec![rows],
                 Made::new(source("weight_scale"), Arc::new(scales)),

@@ -15,7 +15,7 @@ cuts it: `attention.qkv` = cat(q_r, k_r, v_r) with KV heads repeated when n_kv <
 - FP8:  `weight` F8_E4M3 [out, in], `weights_scaling_factor` F32 [] (one scale for the fused
         qkv), `activation_scaling_factor` F32 []; w = e4m3(code) * ws;
         |w - w_hat| <= max(|w| 2^-4, ws 2^-10).
-- W8A16: `weight` I8 [out, in], `per_channel_scale` F32 [out]; |w - w_hat| <= pcs[row] / 2.
+- W8A16: `weight` I8 [out, in], `weights_scaling_factor` F32 [out]; |w - w_hat| <= wsf[row] / 2.
 - W4A16_AWQ: `weight` I8 [out/2, in], byte (i, k) = row 2i in the low nibble, row 2i+1 in the
         high nibble (two's complement); `weights_scaling_factor` F32 [out, in/group];
         `prequant_scaling_factor` F32 [in] (AWQ): the effective weight is w_hat * pqs[None, :];
@@ -90,7 +90,7 @@ def dequantize(rank, p, scheme, w):
         return e4m3(codes) * ws, np.maximum(np.abs(w) * 2.0**-4, ws * 2.0**-10)
     if scheme == "int8_wo":
         assert code[0] == "I8" and code[1] == list(w.shape), (p, code[:2])
-        pcs = to_f64(rank[p + ".per_channel_scale"])
+        pcs = to_f64(rank[p + ".weights_scaling_factor"])
         assert pcs.shape == (w.shape[0],), (p, pcs.shape)
         return codes.astype(np.float64) * pcs[:, None], np.broadcast_to(pcs[:, None] / 2, w.shape)
     assert code[0] == "I8" and code[1] == [w.shape[0] // 2, w.shape[1]], (p, code[:2])
