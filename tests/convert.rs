@@ -2,43 +2,7 @@
 
 mod common;
 
-use ckpt_opt::checkpoint::Checkpoint;
 use common::*;
-use std::collections::BTreeMap;
-use std::path::Path;
-
-/// name -> (dtype, shape, bytes) of every tensor.
-fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
-    let ckpt = Checkpoint::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    ckpt.tensors()
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                (t.ty.name(), t.shape.clone(), ckpt.bytes(t).to_vec()),
-            )
-        })
-        .collect()
-}
-
-fn assert_same_tensors(a: &Path, b: &Path) {
-    let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>(),
-        "tensor names differ between {} and {}",
-        a.display(),
-        b.display()
-    );
-    for (name, (da, sa, ba)) in &ta {
-        let (db, sb, bb) = &tb[name];
-        assert_eq!((da, sa), (db, sb), "{name}: dtype/shape differ");
-        if ba != bb {
-            let first = ba.iter().zip(bb).position(|(x, y)| x != y).unwrap_or(0);
-            panic!("{name}: bytes differ (first at byte {first})");
-        }
-    }
-}
 
 #[test]
 fn hf_to_gguf_to_hf_is_bit_exact_for_every_fixture() {

@@ -14,39 +14,6 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// name -> (dtype, shape, bytes) of every tensor of a Hugging Face checkpoint.
-fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
-    let ckpt = Checkpoint::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    ckpt.tensors()
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                (t.ty.name(), t.shape.clone(), ckpt.bytes(t).to_vec()),
-            )
-        })
-        .collect()
-}
-
-fn assert_same_tensors(a: &Path, b: &Path) {
-    let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(
-        ta.keys().collect::<Vec<_>>(),
-        tb.keys().collect::<Vec<_>>(),
-        "tensor names differ between {} and {}",
-        a.display(),
-        b.display()
-    );
-    for (name, (da, sa, ba)) in &ta {
-        let (db, sb, bb) = &tb[name];
-        assert_eq!((da, sa), (db, sb), "{name}: dtype/shape differ");
-        if ba != bb {
-            let first = ba.iter().zip(bb).position(|(x, y)| x != y).unwrap_or(0);
-            panic!("{name}: bytes differ (first at byte {first})");
-        }
-    }
-}
-
 /// Runs `reshard IN OUT ARGS` quietly.
 fn reshard(input: &Path, output: &Path, args: &[&str]) {
     let mut all = vec!["-q", "reshard", s(input), s(output)];

@@ -1,6 +1,8 @@
 //! Helpers shared by the black-box tests: run the built binary, find fixtures and Python.
 #![allow(dead_code)]
 
+use ckpt_opt::checkpoint::Checkpoint;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -110,4 +112,38 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// name -> (dtype, shape, bytes) of every tensor of a checkpoint.
+pub fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+    let ckpt = Checkpoint::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    ckpt.tensors()
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                (t.ty.name(), t.shape.clone(), ckpt.bytes(t).to_vec()),
+            )
+        })
+        .collect()
+}
+
+/// Same names, dtypes, shapes and bytes.
+pub fn assert_same_tensors(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "tensor names differ between {} and {}",
+        a.display(),
+        b.display()
+    );
+    for (name, (da, sa, ba)) in &ta {
+        let (db, sb, bb) = &tb[name];
+        assert_eq!((da, sa), (db, sb), "{name}: dtype/shape differ");
+        if ba != bb {
+            let first = ba.iter().zip(bb).position(|(x, y)| x != y).unwrap_or(0);
+            panic!("{name}: bytes differ (first at byte {first})");
+        }
+    }
 }
