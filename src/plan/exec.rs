@@ -421,8 +421,17 @@ fn produce_chunk(
 ) -> Result<u64> {
     let row_bytes = producer.row_bytes();
     let base = planned.offset + chunk.first_row * row_bytes;
-    let direct = producer.write_direct(chunk.first_row, chunk.rows, &mut |at, bytes| {
-        out.write_at(base + at, bytes).map_err(Error::from)
+    let direct = producer.write_direct(chunk.first_row, chunk.rows, &mut |at, piece| {
+        match piece {
+            super::DirectPiece::Bytes(bytes) => out.write_at(base + at, bytes),
+            super::DirectPiece::File {
+                file,
+                path,
+                offset,
+                len,
+            } => out.copy_from(base + at, file, path, offset, len),
+        }
+        .map_err(Error::from)
     })?;
     if direct {
         return Ok(chunk.rows * row_bytes);
@@ -518,7 +527,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{PlannedFile, Recipe, TensorProducer};
+    use crate::plan::{DirectPiece, PlannedFile, Recipe, TensorProducer};
     use std::sync::Arc;
 
     /// Row `r` is `row_bytes` copies of the byte `r`.
@@ -615,12 +624,12 @@ mod tests {
             &self,
             first_row: u64,
             rows: u64,
-            write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+            write: &mut dyn FnMut(u64, DirectPiece<'_>) -> Result<()>,
         ) -> Result<bool> {
             // Two pieces per chunk, to check the offsets within the chunk.
             let (a, n) = ((first_row * 5) as usize, (rows * 5) as usize);
-            write(0, &self.0[a..a + 3])?;
-            write(3, &self.0[a + 3..a + n])?;
+            write(0, DirectPiece::Bytes(&self.0[a..a + 3]))?;
+            write(3, DirectPiece::Bytes(&self.0[a + 3..a + n]))?;
             Ok(true)
         }
     }

@@ -119,17 +119,30 @@ pub trait TensorProducer: Send + Sync + std::fmt::Debug {
     /// Fills `dst` (exactly `rows × row_bytes()` bytes) with output rows
     /// `first_row .. first_row + rows`.
     fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()>;
-    /// When rows `first_row .. first_row + rows` are whole slices of the inputs (say, an mmap),
-    /// hands them to `write(byte offset within the chunk, bytes)` without a copy into a buffer
-    /// and returns true; false (the default) makes the executor call `produce` instead.
+    /// When rows `first_row .. first_row + rows` are whole slices of the inputs, hands them to
+    /// `write(byte offset within the chunk, piece)` — bytes it holds, or a range of an input
+    /// file that the executor copies inside the kernel — and returns true; false (the default)
+    /// makes the executor call `produce` instead.
     fn write_direct(
         &self,
         _first_row: u64,
         _rows: u64,
-        _write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+        _write: &mut dyn FnMut(u64, DirectPiece<'_>) -> Result<()>,
     ) -> Result<bool> {
         Ok(false)
     }
+}
+
+/// A byte range of a chunk that a [`TensorProducer`] writes directly.
+pub enum DirectPiece<'a> {
+    Bytes(&'a [u8]),
+    /// `len` bytes of an input file at `offset` (`copy_file_range`, as `cp` copies).
+    File {
+        file: &'a std::fs::File,
+        path: &'a std::path::Path,
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// How an output tensor is made from one input tensor.

@@ -1,14 +1,15 @@
 //! The copy program of one output tensor: runs of rows, each a column segment copied from
 //! one input tensor (or zeros), and the [`TensorProducer`] that executes it in row chunks.
 //!
-//! Inputs are read with positioned reads into a per-thread buffer, then written in one
+//! Chunks of whole input rows are copied file to file inside the kernel (`copy_file_range`).
+//! Other chunks are read with positioned reads into a per-thread buffer, then written in one
 //! positioned write: whole-width runs read straight into place; column segments (row-parallel
 //! weights being split or merged) read the rows' whole span once and copy a segment per row.
 
 use super::input::{Input, Piece, Reader};
 use super::layout::{BlockSource, StoredTensor};
 use crate::error::{Error, Result};
-use crate::plan::TensorProducer;
+use crate::plan::{DirectPiece, TensorProducer};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
@@ -175,6 +176,32 @@ impl SliceProducer {
         })
     }
 
+    /// When rows `first_row..first_row+rows` are all whole rows of inputs (no column segment, no
+    /// zero padding), the file ranges they are: (byte offset in the chunk, source, source
+    /// offset, length), one per run.
+    fn whole_row_ranges(&self, first_row: u64, rows: u64) -> Option<Vec<(u64, &Source, u64, u64)>> {
+        let (end, rb) = (first_row + rows, self.row_bytes);
+        let start = self
+            .runs
+            .partition_point(|r| r.out_row + r.rows <= first_row);
+        let mut ranges = Vec::new();
+        let mut covered = 0;
+        for run in self.runs[start..].iter().take_while(|r| r.out_row < end) {
+            let src = run.src.as_ref()?;
+            if run.width != rb || src.row_bytes != rb {
+                return None;
+            }
+            let (a, b) = (
+                run.out_row.max(first_row),
+                (run.out_row + run.rows).min(end),
+            );
+            let offset = src.start + (src.row + (a - run.out_row)) * rb;
+            ranges.push(((a - first_row) * rb, src, offset, (b - a) * rb));
+            covered += b - a;
+        }
+        (covered == rows).then_some(ranges)
+    }
+
     /// Fills `dst` with rows `first_row..first_row+rows`, reading column runs through `span`.
     fn fill(&self, first_row: u64, rows: u64, dst: &mut [u8], span: &mut Vec<u8>) -> Result<()> {
         let end = first_row + rows;
@@ -285,14 +312,30 @@ impl TensorProducer for SliceProducer {
         BUFFERS.with(|b| self.fill(first_row, rows, dst, &mut b.borrow_mut().1))
     }
 
-    /// Every chunk is filled in this worker's reused buffer (no allocation, no zeroing) and
-    /// handed to the executor in one write.
+    /// A chunk made only of whole input rows (column-parallel splits, merges of row-split
+    /// tensors along rows, whole tensors) is copied file to file inside the kernel, as `cp`
+    /// copies; any other chunk is filled in this worker's reused buffer (no allocation, no
+    /// zeroing) and handed to the executor in one write.
     fn write_direct(
         &self,
         first_row: u64,
         rows: u64,
-        write: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+        write: &mut dyn FnMut(u64, DirectPiece<'_>) -> Result<()>,
     ) -> Result<bool> {
+        if let Some(ranges) = self.whole_row_ranges(first_row, rows) {
+            for (at, src, offset, len) in ranges {
+                write(
+                    at,
+                    DirectPiece::File {
+                        file: &src.file.file,
+                        path: &src.file.path,
+                        offset,
+                        len,
+                    },
+                )?;
+            }
+            return Ok(true);
+        }
         BUFFERS.with(|b| {
             let (out, span) = &mut *b.borrow_mut();
             let len = (rows * self.row_bytes) as usize;
@@ -300,7 +343,7 @@ impl TensorProducer for SliceProducer {
                 out.resize(len, 0);
             }
             self.fill(first_row, rows, &mut out[..len], span)?;
-            write(0, &out[..len])
+            write(0, DirectPiece::Bytes(&out[..len]))
         })?;
         Ok(true)
     }
