@@ -44,7 +44,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Describe a checkpoint: safetensors file or Hugging Face folder, GGUF file or split set.
     Inspect(InspectArgs),
-    /// Convert between Hugging Face safetensors and GGUF, change dtype, reshard or split.
+    /// Convert between Hugging Face safetensors, GGUF and TensorRT-LLM checkpoints; change dtype,
+    /// reshard, split, quantize (--quant).
     Convert(ConvertArgs),
     /// Perplexity on a text file; with --teacher, KL divergence and agreement with a teacher.
     Eval(EvalArgs),
@@ -57,8 +58,8 @@ pub enum Command {
     Reshard(ReshardArgs),
     /// Per pipeline stage: layers, and shapes of the hidden states sent and received.
     PlanPipeline(PlanPipelineArgs),
-    /// Quantize a Hugging Face checkpoint (fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto) into
-    /// modelopt's unified HF layout, with a before/after quality report.
+    /// Quantize: fp8, int8_wo, int8_sq, int4_awq, int4_rtn into modelopt's unified HF layout,
+    /// or GGUF block types (q8_0 … q6_k, q4_k_m) into GGUF, or auto; with a quality report.
     Quantize(QuantizeArgs),
     /// Check a TensorRT-LLM checkpoint, Megatron folder, GGUF file or split set, or Hugging Face folder: every
     /// file present, config against every tensor, scales finite, checksums against the
@@ -189,11 +190,13 @@ pub struct PruneArgs {
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {
-    /// Input: a Hugging Face folder (safetensors + config.json).
+    /// Input: a Hugging Face folder (safetensors + config.json), or for GGUF types also an
+    /// F32/F16/BF16 GGUF file.
     pub input: PathBuf,
-    /// Output folder (written whole, atomically).
+    /// Output: a folder (written whole, atomically), or a .gguf file for GGUF types.
     pub output: PathBuf,
-    /// Scheme: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, or auto (with --target).
+    /// Scheme: fp8, int8_wo, int8_sq, int4_awq, int4_rtn; a GGUF type (q8_0, q4_0, q4_1, q5_0,
+    /// q5_1, q2_k … q6_k, q4_k_s, q4_k_m, q5_k_m); or auto (with --target).
     #[arg(long)]
     pub quant: String,
     #[command(flatten)]
