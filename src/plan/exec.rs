@@ -151,6 +151,19 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
         .map(|s| s.path().to_path_buf())
         .unwrap_or_else(|| plan.target.clone());
 
+    // Input files opened once, for verbatim rows copied inside the kernel (`copy_file_range`).
+    let input_files = match input {
+        Some(i) => i
+            .file_paths()
+            .into_iter()
+            .map(|p| {
+                std::fs::File::open(&p)
+                    .map(|f| (f, p.clone()))
+                    .map_err(|e| formats::FormatError::io(&p, "open", e).into())
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
     let outputs = plan
         .files
         .iter()
@@ -250,7 +263,7 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
             ) {
                 (Work::Rows(rows), Some(input), _) => {
                     let src = &sources[planned.recipe.source_index];
-                    run_chunk(input, src, planned, rows, chunk, out, device)?
+                    run_chunk(input, &input_files, src, planned, rows, chunk, out, device)?
                 }
                 (Work::Produced, _, Some(producer)) => {
                     produce_chunk(producer.as_ref(), planned, chunk, out)?
@@ -328,8 +341,10 @@ fn remove_existing(path: &Path) -> Result<()> {
     result.map_err(|e| formats::FormatError::io(path, "replace", e).into())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_chunk(
     input: &Checkpoint,
+    input_files: &[(std::fs::File, PathBuf)],
     src: &SourceTensor,
     planned: &PlannedTensor,
     rows: &Rows,
@@ -343,7 +358,15 @@ fn run_chunk(
     let bytes = &all[from..to];
     let dst_offset = planned.offset + chunk.first_row * rows.dst_bytes;
     if planned.recipe.ops.is_empty() {
-        out.write_at(dst_offset, bytes)?;
+        // Verbatim rows: one copy inside the kernel, as `cp` does, no pass through our memory.
+        let (file, path) = &input_files[src.file];
+        out.copy_from(
+            dst_offset,
+            file,
+            path,
+            src.start + from as u64,
+            bytes.len() as u64,
+        )?;
     } else {
         let mut current: Vec<u8> = Vec::new();
         let mut row_bytes = rows.src_bytes as usize;
