@@ -8,7 +8,8 @@
 #               (bf16 -> GGML blocks; llama-quantize's job, timed on the bf16 input bytes)
 # for two model sizes (BENCH_LAYERS, default "12 24": about 1.1 GB and 2.2 GB of bf16), so peak
 # memory can be seen not to grow with the model. Inputs are read once first, so every job
-# starts from a warm page cache. Threads: BENCH_THREADS (default 2).
+# starts from a warm page cache. Threads: BENCH_THREADS (default 2). Jobs run with --no-manifest
+# (the ckpt-opt.json blake3 pass, about 0.4 s per GB, is a separate cost).
 # Usage: benches/run.sh            results in bench-data/results.md
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,12 +45,12 @@ for layers in $layers_list; do
   rm -rf "$data/out-copy" "$data/out-hf" "$data"/out*.gguf
   mkdir -p "$data/out-copy"
   read -r _ base_s base_rss _ base_cpu < <(measure copy "$bytes" -- bash -c "cp '$model'/*.safetensors '$data/out-copy/' && sync '$data'/out-copy/*")
-  read -r _ hf_s hf_rss _ hf_cpu < <(measure reshard "$bytes" -- "$bin" --quiet -j "$threads" convert "$model" "$data/out-hf" --format hf --max-shard-size 2GB)
-  read -r _ gg_s gg_rss _ gg_cpu < <(measure gguf "$bytes" -- "$bin" --quiet -j "$threads" convert "$model" "$data/out.gguf" --format gguf --dtype f16)
+  read -r _ hf_s hf_rss _ hf_cpu < <(measure reshard "$bytes" -- "$bin" --quiet --no-manifest -j "$threads" convert "$model" "$data/out-hf" --format hf --max-shard-size 2GB)
+  read -r _ gg_s gg_rss _ gg_cpu < <(measure gguf "$bytes" -- "$bin" --quiet --no-manifest -j "$threads" convert "$model" "$data/out.gguf" --format gguf --dtype f16)
   rows=("baseline(cp+sync) $base_s $base_rss $base_cpu" "reshard $hf_s $hf_rss $hf_cpu" "gguf-f16 $gg_s $gg_rss $gg_cpu")
   for quant in ${BENCH_QUANTS:-q8_0 q4_0 q4_k_m}; do
     rm -f "$data/out-$quant.gguf"
-    read -r _ q_s q_rss _ q_cpu < <(measure "$quant" "$bytes" -- "$bin" --quiet -j "$threads" convert "$model" "$data/out-$quant.gguf" --format gguf --quant "$quant")
+    read -r _ q_s q_rss _ q_cpu < <(measure "$quant" "$bytes" -- "$bin" --quiet --no-manifest -j "$threads" convert "$model" "$data/out-$quant.gguf" --format gguf --quant "$quant")
     rows+=("gguf-$quant $q_s $q_rss $q_cpu")
     rm -f "$data/out-$quant.gguf"
   done
