@@ -152,16 +152,6 @@ pub(super) fn run_convert(
     if global.json {
         write_json(out, &stats)
     } else {
-        let gbps = stats.bytes_written as f64 / stats.seconds.max(1e-9) / 1e9;
-        let mut text = String::new();
-        for f in &stats.files {
-            text.push_str(&format!("wrote {}\n", f.display()));
-        }
-        text.push_str(&format!(
-            "{} in {:.2}s ({gbps:.2} GB/s)\n",
-            crate::inspect::human_bytes(stats.bytes_written),
-            stats.seconds
-        ));
-        write_out(out, &text)
+        write_out(out, &render_written(&stats, None))
     }
 }

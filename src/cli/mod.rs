@@ -538,6 +538,25 @@ struct DryRun<'a> {
     plan: &'a plan::Plan,
 }
 
+/// The human summary of an executed plan: the files written, then bytes, seconds and GB/s
+/// (after `job: ` when given).
+fn render_written(stats: &plan::ExecStats, job: Option<&str>) -> String {
+    let gbps = stats.bytes_written as f64 / stats.seconds.max(1e-9) / 1e9;
+    let mut text = String::new();
+    for f in &stats.files {
+        text.push_str(&format!("wrote {}\n", f.display()));
+    }
+    if let Some(job) = job {
+        text.push_str(&format!("{job}: "));
+    }
+    text.push_str(&format!(
+        "{} in {:.2}s ({gbps:.2} GB/s)\n",
+        crate::inspect::human_bytes(stats.bytes_written),
+        stats.seconds
+    ));
+    text
+}
+
 fn write_json<T: serde::Serialize>(out: &mut dyn Write, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
