@@ -2,10 +2,11 @@
 //!
 //! Work is cut into chunks of whole rows (whole heads where rows are permuted), each at most
 //! `chunk_bytes`, so working memory is `threads × chunk_bytes × 2` whatever the tensor or model
-//! size. A chunk reads its rows straight from the input mmap, applies the recipe's ops, writes
-//! the result at its planned offset, and releases the input pages it read, so the resident
-//! set does not grow with the model either.
+//! size. A chunk of a source tensor's rows is made by [`super::rows`] (verbatim rows copied
+//! file to file, others read with `pread` into reused per-thread buffers) and written at its
+//! planned offset, so the resident set does not grow with the model either.
 
+use super::rows::{run_rows, Rows};
 use super::{Op, OutputLayout, Plan, PlannedTensor};
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
@@ -53,15 +54,6 @@ struct Chunk {
     tensor: usize,
     first_row: u64,
     rows: u64,
-}
-
-/// Row geometry of one planned tensor: how many rows, and bytes per row on each side.
-struct Rows {
-    count: u64,
-    src_bytes: u64,
-    dst_bytes: u64,
-    /// Rows that must stay together (one head when rows are permuted).
-    group: u64,
 }
 
 fn rows_of(input: &Path, planned: &PlannedTensor, src: &SourceTensor) -> Result<Rows> {
@@ -261,9 +253,18 @@ fn run(plan: &Plan, input: Option<&Checkpoint>, opts: &ExecOptions) -> Result<Ex
                 input,
                 &planned.producer,
             ) {
-                (Work::Rows(rows), Some(input), _) => {
+                (Work::Rows(rows), Some(_), _) => {
                     let src = &sources[planned.recipe.source_index];
-                    run_chunk(input, &input_files, src, planned, rows, chunk, out, device)?
+                    run_rows(
+                        &input_files,
+                        src,
+                        planned,
+                        rows,
+                        chunk.first_row,
+                        chunk.rows,
+                        out,
+                        device,
+                    )?
                 }
                 (Work::Produced, _, Some(producer)) => {
                     produce_chunk(producer.as_ref(), planned, chunk, out)?
@@ -341,101 +342,6 @@ fn remove_existing(path: &Path) -> Result<()> {
     result.map_err(|e| formats::FormatError::io(path, "replace", e).into())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_chunk(
-    input: &Checkpoint,
-    input_files: &[(std::fs::File, PathBuf)],
-    src: &SourceTensor,
-    planned: &PlannedTensor,
-    rows: &Rows,
-    chunk: &Chunk,
-    out: &AtomicFile,
-    device: super::Device,
-) -> Result<u64> {
-    let all = input.bytes(src);
-    let from = (chunk.first_row * rows.src_bytes) as usize;
-    let to = from + (chunk.rows * rows.src_bytes) as usize;
-    let bytes = &all[from..to];
-    let dst_offset = planned.offset + chunk.first_row * rows.dst_bytes;
-    if planned.recipe.ops.is_empty() {
-        // Verbatim rows: one copy inside the kernel, as `cp` does, no pass through our memory.
-        let (file, path) = &input_files[src.file];
-        out.copy_from(
-            dst_offset,
-            file,
-            path,
-            src.start + from as u64,
-            bytes.len() as u64,
-        )?;
-    } else {
-        let mut current: Vec<u8> = Vec::new();
-        let mut row_bytes = rows.src_bytes as usize;
-        for op in &planned.recipe.ops {
-            let input_bytes: &[u8] = if current.is_empty() { bytes } else { &current };
-            let next = match *op {
-                Op::PermuteQk { inverse, .. } => {
-                    let mut dst = vec![0u8; input_bytes.len()];
-                    let heads = (chunk.rows / rows.group) as usize;
-                    crate::model::permute::permute_qk_rows(
-                        input_bytes,
-                        &mut dst,
-                        chunk.rows as usize,
-                        row_bytes,
-                        heads,
-                        inverse,
-                    )
-                    .map_err(|why| Error::tensor(out.target(), &planned.name, why))?;
-                    dst
-                }
-                Op::Cast { from, to } => {
-                    let n = input_bytes.len() / from.size();
-                    let mut dst = vec![0u8; n * to.size()];
-                    kernels::cpu::cast::cast_bytes(input_bytes, from, &mut dst, to)
-                        .map_err(|e| Error::tensor(out.target(), &planned.name, e.to_string()))?;
-                    row_bytes = row_bytes / from.size() * to.size();
-                    dst
-                }
-                Op::QuantizeGgml {
-                    from,
-                    ty,
-                    ref importance,
-                } => {
-                    let row_elements = row_bytes / from.size();
-                    let dst = quantize_rows(
-                        input_bytes,
-                        from,
-                        ty,
-                        importance.as_deref(),
-                        row_elements,
-                        device,
-                    )
-                    .map_err(|e| {
-                        let cols = row_elements.max(1) as u64;
-                        let reason = match e {
-                            RowsError::NotFinite { index } => format!(
-                                "row {}, column {}: NaN or infinite weight (quantizing \
-                                     to {ty} stopped)",
-                                chunk.first_row + index / cols,
-                                index % cols
-                            ),
-                            RowsError::Other(why) => format!("quantizing to {ty}: {why}"),
-                        };
-                        Error::tensor(&input.file_paths()[src.file], &src.name, reason)
-                    })?;
-                    row_bytes = row_elements / ty.block_size() as usize * ty.type_size() as usize;
-                    dst
-                }
-            };
-            current = next;
-        }
-        out.write_at(dst_offset, &current)?;
-    }
-    input
-        .mapped(src.file)
-        .release(src.start + from as u64, (to - from) as u64);
-    Ok(chunk.rows * rows.dst_bytes)
-}
-
 fn produce_chunk(
     producer: &dyn super::TensorProducer,
     planned: &PlannedTensor,
@@ -463,74 +369,6 @@ fn produce_chunk(
     producer.produce(chunk.first_row, chunk.rows, &mut dst)?;
     out.write_at(planned.offset + chunk.first_row * row_bytes, &dst)?;
     Ok(dst.len() as u64)
-}
-
-/// Quantizes rows of `row_elements` little-endian `from` values, decoding about 64 Ki values at
-/// a time into one reused f32 buffer, on the GPU when `device` is CUDA and the type has a twin.
-/// Why rows could not be quantized: a non-finite value (its index in the chunk), or else.
-enum RowsError {
-    NotFinite { index: u64 },
-    Other(String),
-}
-
-impl From<kernels::KernelError> for RowsError {
-    fn from(e: kernels::KernelError) -> Self {
-        RowsError::Other(e.to_string())
-    }
-}
-
-fn quantize_rows(
-    bytes: &[u8],
-    from: formats::Dtype,
-    ty: formats::gguf::GgmlType,
-    importance: Option<&[f32]>,
-    row_elements: usize,
-    device: super::Device,
-) -> std::result::Result<Vec<u8>, RowsError> {
-    use kernels::cpu::ggml;
-    let row_elements = row_elements.max(1);
-    let src_row = row_elements * from.size();
-    let dst_row = ggml::quantized_len(ty, row_elements)?;
-    let rows = bytes.len() / src_row;
-    if let Some(w) = importance {
-        if w.len() != row_elements {
-            let e = kernels::KernelError::ImportanceLength {
-                row: w.len(),
-                elements: row_elements,
-            };
-            return Err(e.into());
-        }
-    }
-    let per = ((1 << 16) / row_elements).max(1);
-    let mut buf = vec![0f32; per.min(rows) * row_elements];
-    let mut dst = vec![0u8; rows * dst_row];
-    let mut r0 = 0;
-    while r0 < rows {
-        let k = per.min(rows - r0);
-        let vals = &mut buf[..k * row_elements];
-        kernels::cpu::cast::decode_f32(&bytes[r0 * src_row..(r0 + k) * src_row], from, vals)?;
-        let out = &mut dst[r0 * dst_row..(r0 + k) * dst_row];
-        if device == super::Device::Cuda && importance.is_none() {
-            match super::device::quantize_ggml_cuda(ty, vals, out) {
-                Ok(true) => {
-                    r0 += k;
-                    continue;
-                }
-                Ok(false) => {}
-                // The CPU kernel names the offending value.
-                Err(kernels::cuda::CudaError::NonFinite) => {}
-                Err(e) => return Err(RowsError::Other(e.to_string())),
-            }
-        }
-        ggml::quantize(ty, vals, out, importance).map_err(|e| match e {
-            kernels::KernelError::NotFinite { index } => RowsError::NotFinite {
-                index: (r0 * row_elements + index) as u64,
-            },
-            other => other.into(),
-        })?;
-        r0 += k;
-    }
-    Ok(dst)
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {

@@ -7,6 +7,7 @@
 
 mod device;
 mod exec;
+mod rows;
 
 pub use device::Device;
 

@@ -19,15 +19,35 @@
 use super::search::{make_qkx3_quants, make_qx_quants};
 use super::{get_f16, put_f16, QK};
 
-/// Index of the first element of largest magnitude (0 for an all-zero block).
-fn signed_max(x: &[f32]) -> f32 {
-    let mut best = 0;
-    for j in 1..x.len() {
-        if x[j].abs() > x[best].abs() {
-            best = j;
+/// Largest magnitude of a block. Eight running maxima let the loop vectorise; the result is
+/// the same as a left-to-right fold because blocks are finite (checked before quantizing).
+fn abs_max(x: &[f32]) -> f32 {
+    let max = |a: f32, b: f32| if a > b { a } else { b };
+    let mut lanes = [0f32; 8];
+    let blocks = x.chunks_exact(8);
+    let tail = blocks.remainder().iter().fold(0f32, |a, v| max(a, v.abs()));
+    for c in blocks {
+        for i in 0..8 {
+            lanes[i] = max(lanes[i], c[i].abs());
         }
     }
-    x[best]
+    lanes.iter().fold(tail, |a, &v| max(a, v))
+}
+
+/// The signed value of the first element of largest magnitude (element 0 of an all-zero block).
+fn signed_max(x: &[f32]) -> f32 {
+    let amax = abs_max(x);
+    x.iter().copied().find(|v| v.abs() == amax).unwrap_or(x[0])
+}
+
+/// `roundf` (half away from zero) for |v| < 2^23, the range of every quantized value here,
+/// in integer steps the compiler vectorises (`f32::round` is a libm call): truncate, then step
+/// away from zero when the dropped fraction, which `v - trunc(v)` gives exactly, is at least 1/2.
+#[inline(always)]
+fn round_half_away(v: f32) -> i32 {
+    let t = v as i32;
+    let frac = v - t as f32;
+    t + (frac >= 0.5) as i32 - (frac <= -0.5) as i32
 }
 
 fn min_max(x: &[f32]) -> (f32, f32) {
@@ -73,14 +93,11 @@ fn unpack_q5(qh: &[u8], qs: &[u8], j: usize) -> (u8, u8) {
 /// `quantize_row_q8_0_ref`: d = absmax / 127, q = roundf(x / d).
 pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
-        let amax = x
-            .iter()
-            .fold(0f32, |a, v| if a > v.abs() { a } else { v.abs() });
-        let d = amax / 127.0;
+        let d = abs_max(x) / 127.0;
         let id = inverse(d);
         put_f16(y, 0, d);
         for j in 0..QK {
-            y[2 + j] = ((x[j] * id).round() as i8) as u8;
+            y[2 + j] = round_half_away(x[j] * id) as i8 as u8;
         }
     }
 }
@@ -285,5 +302,54 @@ pub fn quantize_q5_1_weighted(row: &[f32], dst: &mut [u8], qw: &[f32]) {
         put_f16(y, 2, -min);
         let (qh, qs) = y[4..].split_at_mut(4);
         pack_q5(&l, qh, qs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rounding_matches_roundf_at_ties_and_just_below_them() {
+        let below_half = 0.5f32 - f32::EPSILON / 4.0; // 0.49999997: `x + 0.5` would round up
+        for v in [
+            0.0,
+            -0.0,
+            below_half,
+            -below_half,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            126.5,
+            -127.5,
+            127.0,
+            1e-30,
+            8_388_607.5,
+        ] {
+            assert_eq!(round_half_away(v), v.round() as i32, "{v}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rounding_matches_roundf(v in -8_388_607.0f32..8_388_607.0) {
+            prop_assert_eq!(round_half_away(v), v.round() as i32);
+        }
+
+        #[test]
+        fn block_maxima_match_a_left_to_right_scan(x in prop::collection::vec(-1e6f32..1e6, 32)) {
+            let mut best = 0;
+            for j in 1..x.len() {
+                if x[j].abs() > x[best].abs() {
+                    best = j;
+                }
+            }
+            prop_assert_eq!(signed_max(&x).to_bits(), x[best].to_bits());
+            prop_assert_eq!(abs_max(&x), x[best].abs());
+        }
     }
 }
