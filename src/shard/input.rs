@@ -231,7 +231,7 @@ fn megatron_parallel(path: &Path) -> Result<Parallel> {
 }
 
 /// A `rankN.safetensors` beyond the world size means the config and the files disagree.
-fn extra_rank_files(path: &Path, par: Parallel) -> Result<()> {
+pub(crate) fn extra_rank_files(path: &Path, par: Parallel) -> Result<()> {
     let entries = std::fs::read_dir(path).map_err(|e| formats::FormatError::io(path, "list", e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -309,7 +309,7 @@ fn check_megatron_metadata(
 
 /// Padded vocabulary of a sharded input, from the rows of its first embedding shard (so a
 /// checkpoint padded to 64 or 128 by another exporter reads too).
-fn padded_vocab_of(
+pub(crate) fn padded_vocab_of(
     lg: &Logical,
     layout: ShardLayout,
     par: Parallel,
