@@ -22,7 +22,7 @@ use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::shard::config::model_config_from_trtllm;
-use crate::shard::input::{extra_rank_files, padded_vocab_of, read_json};
+use crate::shard::input::{extra_rank_files, open_rank_files, padded_vocab_of, read_json};
 use crate::shard::layout::{self, BlockSource, Logical, StoredTensor};
 use crate::shard::{Parallel, ShardLayout};
 use formats::Dtype;
@@ -147,19 +147,7 @@ impl TrtllmWeights {
         let paths: Vec<PathBuf> = (0..par.world())
             .map(|r| path.join(format!("rank{r}.safetensors")))
             .collect();
-        let mut files = Vec::with_capacity(paths.len());
-        for p in &paths {
-            if !p.is_file() {
-                return Err(Error::config(
-                    p,
-                    format!(
-                        "rank file missing: the TensorRT-LLM checkpoint has tp {} × pp {} ranks",
-                        par.tp, par.pp
-                    ),
-                ));
-            }
-            files.push(Arc::new(Checkpoint::open(p)?));
-        }
+        let files = open_rank_files(&paths, ShardLayout::Trtllm, par)?;
         let lg = Logical::new(cfg.clone());
         let padded = padded_vocab_of(&lg, ShardLayout::Trtllm, par, &files, &paths)?;
         let tensors = files

@@ -141,21 +141,7 @@ pub fn open(path: &Path) -> Result<Input> {
     if layout == ShardLayout::Trtllm {
         extra_rank_files(path, par)?;
     }
-    let mut files = Vec::with_capacity(file_paths.len());
-    for p in &file_paths {
-        if !p.exists() {
-            return Err(Error::config(
-                p,
-                format!(
-                    "rank file missing: the {} checkpoint has tp {} × pp {} ranks",
-                    layout.name(),
-                    par.tp,
-                    par.pp
-                ),
-            ));
-        }
-        files.push(Arc::new(Checkpoint::open(p)?));
-    }
+    let files = open_rank_files(&file_paths, layout, par)?;
     if layout == ShardLayout::Megatron {
         check_megatron_metadata(&files, &file_paths, par)?;
     }
@@ -228,6 +214,30 @@ fn megatron_parallel(path: &Path) -> Result<Parallel> {
         tp: tp.max(1),
         pp: if with_pp { pp.max(1) } else { 1 },
     })
+}
+
+/// Opens every rank file of a sharded checkpoint; a missing one is named.
+pub(crate) fn open_rank_files(
+    paths: &[PathBuf],
+    layout: ShardLayout,
+    par: Parallel,
+) -> Result<Vec<Arc<Checkpoint>>> {
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        if !p.exists() {
+            return Err(Error::config(
+                p,
+                format!(
+                    "rank file missing: the {} checkpoint has tp {} × pp {} ranks",
+                    layout.name(),
+                    par.tp,
+                    par.pp
+                ),
+            ));
+        }
+        files.push(Arc::new(Checkpoint::open(p)?));
+    }
+    Ok(files)
 }
 
 /// A `rankN.safetensors` beyond the world size means the config and the files disagree.
