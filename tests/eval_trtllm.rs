@@ -204,3 +204,34 @@ fn damaged_exports_fail_naming_the_file() {
     let e = run(&out);
     assert!(e.contains("no tokenizer.json"), "{e}");
 }
+
+/// Adds 1 to the first byte of row `row` of tensor `name` in a safetensors file.
+fn bump_row(file: &Path, name: &str, row: usize) {
+    let mut bytes = std::fs::read(file).expect("rank file");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let t = &header[name];
+    let rows = t["shape"][0].as_u64().expect("shape") as usize;
+    let start = t["data_offsets"][0].as_u64().expect("offsets") as usize;
+    let end = t["data_offsets"][1].as_u64().expect("offsets") as usize;
+    let at = 8 + n + start + row * ((end - start) / rows);
+    bytes[at] = bytes[at].wrapping_add(1);
+    std::fs::write(file, bytes).expect("write rank file");
+}
+
+#[test]
+fn duplicated_kv_heads_that_differ_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-tied");
+    // One KV head of 64 rows, on both ranks after their 2 query heads (128 rows).
+    let out = dir.path().join("tl");
+    export(&m, &out, None, &["--tp", "2"]);
+    let name = "transformer.layers.0.attention.qkv.weight";
+    bump_row(&out.join("rank1.safetensors"), name, 130);
+    let d = data();
+    let e = fails(&["eval", s(&out), "--data", s(&d)], 1);
+    assert!(
+        e.contains("rank1.safetensors") && e.contains(name) && e.contains("duplicate a KV head"),
+        "{e}"
+    );
+}

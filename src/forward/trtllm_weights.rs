@@ -27,6 +27,7 @@ use crate::shard::layout::{self, BlockSource, Logical, StoredTensor};
 use crate::shard::{Parallel, ShardLayout};
 use formats::Dtype;
 use serde_json::Value;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -110,7 +111,7 @@ struct Piece {
 }
 
 /// A Hugging Face tensor (`rows × cols`, vectors `n × 1`) and the rectangles that hold it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Gathered {
     rows: u64,
     cols: u64,
@@ -208,7 +209,9 @@ impl TrtllmWeights {
                 },
             );
         }
-        let mut covered = std::collections::HashSet::new();
+        // (tensor, row, col, rows) → the first copy, to compare later copies with it.
+        let mut covered: HashMap<(usize, u64, u64, u64), Piece> = HashMap::new();
+        let mut copies: Vec<(Piece, Piece)> = Vec::new();
         for (fi, rank) in ranks.iter().enumerate() {
             let mut expected: Vec<String> = Vec::new();
             for want in &rank.tensors {
@@ -219,17 +222,24 @@ impl TrtllmWeights {
                 let mut at = 0u64;
                 for block in &want.blocks {
                     if let BlockSource::Logical { tensor, row, col } = block.source {
-                        let name = lg.tensors[tensor].name.clone();
-                        if covered.insert((tensor, row, col, block.rows)) {
-                            self.pieces.entry(name).or_default().pieces.push(Piece {
-                                row,
-                                rows: block.rows,
-                                col,
-                                cols: want.width(),
-                                file: fi,
-                                stored: want.name.clone(),
-                                stored_row: at,
-                            });
+                        let piece = Piece {
+                            row,
+                            rows: block.rows,
+                            col,
+                            cols: want.width(),
+                            file: fi,
+                            stored: want.name.clone(),
+                            stored_row: at,
+                        };
+                        match covered.entry((tensor, row, col, block.rows)) {
+                            Entry::Occupied(first) => copies.push((first.get().clone(), piece)),
+                            Entry::Vacant(slot) => {
+                                slot.insert(piece.clone());
+                                let name = &lg.tensors[tensor].name;
+                                if let Some(g) = self.pieces.get_mut(name) {
+                                    g.pieces.push(piece);
+                                }
+                            }
                         }
                     }
                     at += block.rows;
@@ -251,6 +261,9 @@ impl TrtllmWeights {
                 ));
             }
         }
+        for (first, copy) in &copies {
+            self.check_copy(first, copy)?;
+        }
         for (name, g) in &self.pieces {
             let area: u64 = g.pieces.iter().map(|p| p.rows * p.cols).sum();
             if area != g.rows * g.cols {
@@ -262,6 +275,30 @@ impl TrtllmWeights {
             }
         }
         Ok(())
+    }
+
+    /// A KV head duplicated across ranks (`num_key_value_heads < tp`) must decode to the same
+    /// values in every copy: the model read here is then the one every rank runs.
+    fn check_copy(&self, first: &Piece, copy: &Piece) -> Result<()> {
+        let rows = |p: &Piece| p.stored_row..p.stored_row + p.rows;
+        let a = self.decode_stored(first.file, &first.stored, rows(first))?;
+        let b = self.decode_stored(copy.file, &copy.stored, rows(copy))?;
+        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+        if same {
+            return Ok(());
+        }
+        let t = self.stored(copy.file, &copy.stored)?;
+        Err(self.err(
+            copy.file,
+            t,
+            format!(
+                "rows {:?} duplicate a KV head held by rows {:?} of {} in {} but differ",
+                rows(copy),
+                rows(first),
+                first.stored,
+                self.files[first.file].display_path().display()
+            ),
+        ))
     }
 
     /// Checks stored tensor `want` of rank `fi` (plain or quantized) and lists the names it
