@@ -22,7 +22,7 @@ use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::shard::config::model_config_from_trtllm;
-use crate::shard::input::{extra_rank_files, open_rank_files, padded_vocab_of, read_json};
+use crate::shard::input::{extra_rank_files, open_rank_files, padded_vocab_of, read_json, Piece};
 use crate::shard::layout::{self, BlockSource, Logical, StoredTensor};
 use crate::shard::{Parallel, ShardLayout};
 use formats::Dtype;
@@ -96,19 +96,6 @@ const SCALE_SUFFIXES: [&str; 3] = [
     "prequant_scaling_factor",
     "activation_scaling_factor",
 ];
-
-/// Rows `row..row + rows`, columns `col..col + cols` of a Hugging Face tensor, held by rows
-/// `stored_row..` of stored tensor `stored` of rank file `file`.
-#[derive(Debug, Clone)]
-struct Piece {
-    row: u64,
-    rows: u64,
-    col: u64,
-    cols: u64,
-    file: usize,
-    stored: String,
-    stored_row: u64,
-}
 
 /// A Hugging Face tensor (`rows × cols`, vectors `n × 1`) and the rectangles that hold it.
 #[derive(Debug)]
@@ -228,7 +215,7 @@ impl TrtllmWeights {
                             col,
                             cols: want.width(),
                             file: fi,
-                            stored: want.name.clone(),
+                            tensor: self.tensors[fi][&want.name].clone(),
                             stored_row: at,
                         };
                         match covered.entry((tensor, row, col, block.rows)) {
@@ -281,21 +268,20 @@ impl TrtllmWeights {
     /// values in every copy: the model read here is then the one every rank runs.
     fn check_copy(&self, first: &Piece, copy: &Piece) -> Result<()> {
         let rows = |p: &Piece| p.stored_row..p.stored_row + p.rows;
-        let a = self.decode_stored(first.file, &first.stored, rows(first))?;
-        let b = self.decode_stored(copy.file, &copy.stored, rows(copy))?;
+        let a = self.decode_stored(first.file, &first.tensor.name, rows(first))?;
+        let b = self.decode_stored(copy.file, &copy.tensor.name, rows(copy))?;
         let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
         if same {
             return Ok(());
         }
-        let t = self.stored(copy.file, &copy.stored)?;
         Err(self.err(
             copy.file,
-            t,
+            &copy.tensor,
             format!(
                 "rows {:?} duplicate a KV head held by rows {:?} of {} in {} but differ",
                 rows(copy),
                 rows(first),
-                first.stored,
+                first.tensor.name,
                 self.files[first.file].display_path().display()
             ),
         ))
@@ -556,7 +542,7 @@ impl TrtllmWeights {
                 continue;
             }
             let s0 = p.stored_row + (from - p.row);
-            let part = self.decode_stored(p.file, &p.stored, s0..s0 + (to - from))?;
+            let part = self.decode_stored(p.file, &p.tensor.name, s0..s0 + (to - from))?;
             let w = p.cols as usize;
             for (i, src) in part.chunks_exact(w).enumerate() {
                 let at = ((from - r0) as usize + i) * cols + p.col as usize;
@@ -585,9 +571,8 @@ impl TrtllmWeights {
                 continue;
             }
             for p in &g.pieces {
-                if let Some(t) = self.tensors[p.file].get(&p.stored) {
-                    self.files[p.file].mapped(t.file).will_need(t.start, t.len);
-                }
+                let t = &p.tensor;
+                self.files[p.file].mapped(t.file).will_need(t.start, t.len);
             }
         }
     }
