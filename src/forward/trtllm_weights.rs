@@ -8,8 +8,8 @@
 //! column slices, replicated norms, zero-padded vocabulary rows, layers renumbered from 0 on
 //! every pipeline stage). Reading inverts it: a Hugging Face tensor's rows are gathered from
 //! its rectangles, each decoded from the stored rows that hold it, one layer at a time and
-//! straight from the mmaps. Padding rows and duplicated KV heads past the first copy are never
-//! read.
+//! straight from the mmaps. Padding rows are never read; a KV head duplicated on several ranks is
+//! read from its first copy, the others checked equal to it when the checkpoint is opened.
 //!
 //! A quantized linear (one with a `weights_scaling_factor`) is dequantized by
 //! [`QuantAlgo`] with the exporter's rules (`quant::trtllm` `quantized_tensors`), to the same
