@@ -13,7 +13,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::data::{self, TextSource};
 use crate::error::{Error, Result};
-use crate::forward::{ops, tokenizer, ForwardOutput, Model};
+use crate::forward::{ops, tokenizer, ForwardOutput, Model, ModelSource};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -116,11 +116,11 @@ pub fn eval(
             opts.temperature
         )));
     }
-    let ckpt = Checkpoint::open(model_path)?;
-    let model = Model::load(&ckpt)?;
-    let (tok, tok_path) = load_checked_tokenizer(&ckpt, &model)?;
-    let teacher_ckpt = teacher_path.map(Checkpoint::open).transpose()?;
-    let teacher = teacher_ckpt.as_ref().map(Model::load).transpose()?;
+    let source = ModelSource::open(model_path)?;
+    let model = source.model()?;
+    let (tok, tok_path) = source.tokenizer(&model)?;
+    let teacher_source = teacher_path.map(ModelSource::open).transpose()?;
+    let teacher = teacher_source.as_ref().map(|t| t.model()).transpose()?;
     if let (Some(t), Some(p)) = (&teacher, teacher_path) {
         if t.vocab_size() != model.vocab_size() {
             return Err(Error::config(
@@ -228,17 +228,27 @@ pub(crate) fn load_checked_tokenizer(
         Checkpoint::Safetensors(_) => ckpt.root().join("tokenizer.json"),
         Checkpoint::Gguf(_) => ckpt.display_path(),
     };
+    check_tokenizer_vocab(&tok, &tok_path, model)?;
+    Ok((tok, tok_path))
+}
+
+/// An error if the tokenizer at `tok_path` has more tokens than the model's `vocab_size`.
+pub(crate) fn check_tokenizer_vocab(
+    tok: &tokenizers::Tokenizer,
+    tok_path: &Path,
+    model: &Model,
+) -> Result<()> {
     let tok_vocab = tok.get_vocab_size(true);
     if tok_vocab > model.vocab_size() {
         return Err(Error::tokenizer(
-            &tok_path,
+            tok_path,
             format!(
                 "{tok_vocab} tokens, more than the model's vocab_size {}",
                 model.vocab_size()
             ),
         ));
     }
-    Ok((tok, tok_path))
+    Ok(())
 }
 
 /// Scores one window: NLL of tokens 1.., and with a teacher KL, top-1 and per-layer cosine.

@@ -93,7 +93,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct CalibrateArgs {
-    /// The model: a Hugging Face folder (with tokenizer.json) or a GGUF file.
+    /// The model: a Hugging Face folder (with tokenizer.json), a GGUF file, or a TensorRT-LLM
+    /// checkpoint folder (config.json with `mapping`, rank*.safetensors, tokenizer.json).
     pub model: PathBuf,
     /// Calibration text: UTF-8 text, or JSONL with one {"text": ...} per line; tokenized as one
     /// stream without BOS.
@@ -121,7 +122,8 @@ pub struct CalibrateArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The model: a Hugging Face folder (with tokenizer.json) or a GGUF file.
+    /// The model: a Hugging Face folder (with tokenizer.json), a GGUF file, or a TensorRT-LLM
+    /// checkpoint folder (config.json with `mapping`, rank*.safetensors, tokenizer.json).
     pub model: PathBuf,
     /// UTF-8 text, tokenized as one stream without BOS.
     #[arg(long)]
@@ -129,7 +131,7 @@ pub struct EvalArgs {
     /// Tokens per window; windows do not overlap and a last partial window is dropped.
     #[arg(long, default_value_t = 128)]
     pub ctx: usize,
-    /// A teacher model with the same vocabulary, run on the same windows.
+    /// A teacher model with the same vocabulary, run on the same windows (any kind MODEL can be).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
     /// Softmax temperature for the teacher comparison.

@@ -3,7 +3,10 @@
 
 pub mod model;
 pub mod ops;
+pub mod source;
 pub mod tokenizer;
+pub mod trtllm_weights;
 pub mod weights;
 
 pub use model::{rope_inv_freq, ActivationObserver, ForwardOutput, Model, Tap};
+pub use source::ModelSource;

@@ -5,6 +5,8 @@
 //! one layer in f32 plus the activations, whatever the model's size.
 
 use super::ops::{self, RopeTable};
+use super::source::Weights;
+use super::trtllm_weights::TrtllmWeights;
 use super::weights::{LayerWeights, WeightIndex};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -17,7 +19,7 @@ const LM_HEAD_CHUNK_BYTES: usize = 64 << 20;
 /// A model ready to run: the checkpoint's tensor index and the rotary frequencies. Holds no
 /// decoded weights between calls.
 pub struct Model<'a> {
-    weights: WeightIndex<'a>,
+    weights: Weights<'a>,
     inv_freq: Vec<f64>,
     /// Decoder layers passed over (the residual stream goes through unchanged): the model
     /// with those layers removed, for pruning's perplexity-based depth metric.
@@ -105,7 +107,17 @@ impl<'a> Model<'a> {
                 .for_each(|(f, d)| *f /= f64::from(d));
         }
         Ok(Model {
-            weights,
+            weights: Weights::Checkpoint(Box::new(weights)),
+            inv_freq,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// A model over a TensorRT-LLM checkpoint (checked when it was opened).
+    pub fn from_trtllm(w: &'a TrtllmWeights) -> Result<Self> {
+        let inv_freq = rope_inv_freq(w.config(), w.config_path())?;
+        Ok(Model {
+            weights: Weights::Trtllm(w),
             inv_freq,
             skipped: Vec::new(),
         })

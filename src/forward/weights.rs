@@ -35,6 +35,40 @@ pub struct LayerWeights {
     pub down: Vec<f32>,
 }
 
+impl LayerWeights {
+    /// Layer `l` from `decode` (a Hugging Face name to its f32 values); the q/k/v biases when
+    /// `has` says the model has them.
+    pub fn gather(
+        l: u64,
+        decode: impl Fn(&str) -> Result<Vec<f32>>,
+        has: impl Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        let bias = |s: &str| -> Result<Option<Vec<f32>>> {
+            let name = p(s);
+            if has(&name) {
+                decode(&name).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(LayerWeights {
+            attn_norm: decode(&p("input_layernorm.weight"))?,
+            q: decode(&p("self_attn.q_proj.weight"))?,
+            k: decode(&p("self_attn.k_proj.weight"))?,
+            v: decode(&p("self_attn.v_proj.weight"))?,
+            q_bias: bias("self_attn.q_proj.bias")?,
+            k_bias: bias("self_attn.k_proj.bias")?,
+            v_bias: bias("self_attn.v_proj.bias")?,
+            o: decode(&p("self_attn.o_proj.weight"))?,
+            ffn_norm: decode(&p("post_attention_layernorm.weight"))?,
+            gate: decode(&p("mlp.gate_proj.weight"))?,
+            up: decode(&p("mlp.up_proj.weight"))?,
+            down: decode(&p("mlp.down_proj.weight"))?,
+        })
+    }
+}
+
 impl<'a> WeightIndex<'a> {
     /// Indexes `ckpt` against `cfg.expected_tensors()`: every expected tensor must be present with
     /// its expected shape (checked here, before any bytes are read).
@@ -202,29 +236,7 @@ impl<'a> WeightIndex<'a> {
 
     /// Decodes layer `l`.
     pub fn layer(&self, l: u64) -> Result<LayerWeights> {
-        let p = |s: &str| format!("model.layers.{l}.{s}");
-        let bias = |s: &str| -> Result<Option<Vec<f32>>> {
-            let name = p(s);
-            if self.by_name.contains_key(&name) {
-                self.decode(&name).map(Some)
-            } else {
-                Ok(None)
-            }
-        };
-        Ok(LayerWeights {
-            attn_norm: self.decode(&p("input_layernorm.weight"))?,
-            q: self.decode(&p("self_attn.q_proj.weight"))?,
-            k: self.decode(&p("self_attn.k_proj.weight"))?,
-            v: self.decode(&p("self_attn.v_proj.weight"))?,
-            q_bias: bias("self_attn.q_proj.bias")?,
-            k_bias: bias("self_attn.k_proj.bias")?,
-            v_bias: bias("self_attn.v_proj.bias")?,
-            o: self.decode(&p("self_attn.o_proj.weight"))?,
-            ffn_norm: self.decode(&p("post_attention_layernorm.weight"))?,
-            gate: self.decode(&p("mlp.gate_proj.weight"))?,
-            up: self.decode(&p("mlp.up_proj.weight"))?,
-            down: self.decode(&p("mlp.down_proj.weight"))?,
-        })
+        LayerWeights::gather(l, |n| self.decode(n), |n| self.by_name.contains_key(n))
     }
 
     /// Name of the output projection: `lm_head.weight`, or the embedding when tied.
@@ -392,7 +404,7 @@ impl WeightIndex<'_> {
 
 /// How a tensor's bytes encode its values.
 #[derive(Debug, Clone, Copy)]
-enum Encoding {
+pub(super) enum Encoding {
     Dense(formats::Dtype),
     /// GGML blocks along each row.
     Blocks(formats::gguf::GgmlType),
@@ -409,7 +421,11 @@ impl Encoding {
 }
 
 /// Decoding spread over the rayon pool in chunks (decoding a layer is otherwise serial).
-fn decode_par(src: &[u8], enc: Encoding, out: &mut [f32]) -> std::result::Result<(), String> {
+pub(super) fn decode_par(
+    src: &[u8],
+    enc: Encoding,
+    out: &mut [f32],
+) -> std::result::Result<(), String> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16;
     match enc {

@@ -61,8 +61,25 @@ pub fn trtllm_config(cfg: &ModelConfig, par: Parallel, dtype: Dtype) -> Value {
     })
 }
 
-/// Rebuilds the Hugging Face config from a TensorRT-LLM one, and reads its mapping.
+/// Rebuilds the Hugging Face config from a TensorRT-LLM one, and reads its mapping; refuses a
+/// quantized checkpoint (resharding moves unquantized rows only).
 pub fn hf_config_from_trtllm(path: &Path, tl: &Value) -> Result<(Value, Parallel)> {
+    if let Some(algo) = tl.pointer("/quantization/quant_algo") {
+        if !algo.is_null() {
+            return Err(Error::config(
+                path,
+                format!(
+                    "quantization.quant_algo {algo}: only unquantized checkpoints can be resharded"
+                ),
+            ));
+        }
+    }
+    model_config_from_trtllm(path, tl)
+}
+
+/// The Hugging Face config and mapping of any TensorRT-LLM config, quantized or not (its
+/// `quantization` block is left to the caller).
+pub fn model_config_from_trtllm(path: &Path, tl: &Value) -> Result<(Value, Parallel)> {
     let err = |why: String| Error::config(path, why);
     let int = |key: &str| -> Result<u64> {
         tl.get(key)
@@ -79,13 +96,6 @@ pub fn hf_config_from_trtllm(path: &Path, tl: &Value) -> Result<(Value, Parallel
             architecture: arch_name.to_string(),
             supported: "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM".into(),
         })?;
-    if let Some(algo) = tl.pointer("/quantization/quant_algo") {
-        if !algo.is_null() {
-            return Err(err(format!(
-                "quantization.quant_algo {algo}: only unquantized checkpoints can be resharded"
-            )));
-        }
-    }
     let mapping = tl
         .get(TRTLLM_MAPPING)
         .ok_or_else(|| err("field `mapping` is missing".into()))?;

@@ -141,21 +141,7 @@ pub fn open(path: &Path) -> Result<Input> {
     if layout == ShardLayout::Trtllm {
         extra_rank_files(path, par)?;
     }
-    let mut files = Vec::with_capacity(file_paths.len());
-    for p in &file_paths {
-        if !p.exists() {
-            return Err(Error::config(
-                p,
-                format!(
-                    "rank file missing: the {} checkpoint has tp {} × pp {} ranks",
-                    layout.name(),
-                    par.tp,
-                    par.pp
-                ),
-            ));
-        }
-        files.push(Arc::new(Checkpoint::open(p)?));
-    }
+    let files = open_rank_files(&file_paths, layout, par)?;
     if layout == ShardLayout::Megatron {
         check_megatron_metadata(&files, &file_paths, par)?;
     }
@@ -230,8 +216,32 @@ fn megatron_parallel(path: &Path) -> Result<Parallel> {
     })
 }
 
+/// Opens every rank file of a sharded checkpoint; a missing one is named.
+pub(crate) fn open_rank_files(
+    paths: &[PathBuf],
+    layout: ShardLayout,
+    par: Parallel,
+) -> Result<Vec<Arc<Checkpoint>>> {
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        if !p.exists() {
+            return Err(Error::config(
+                p,
+                format!(
+                    "rank file missing: the {} checkpoint has tp {} × pp {} ranks",
+                    layout.name(),
+                    par.tp,
+                    par.pp
+                ),
+            ));
+        }
+        files.push(Arc::new(Checkpoint::open(p)?));
+    }
+    Ok(files)
+}
+
 /// A `rankN.safetensors` beyond the world size means the config and the files disagree.
-fn extra_rank_files(path: &Path, par: Parallel) -> Result<()> {
+pub(crate) fn extra_rank_files(path: &Path, par: Parallel) -> Result<()> {
     let entries = std::fs::read_dir(path).map_err(|e| formats::FormatError::io(path, "list", e))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -309,7 +319,7 @@ fn check_megatron_metadata(
 
 /// Padded vocabulary of a sharded input, from the rows of its first embedding shard (so a
 /// checkpoint padded to 64 or 128 by another exporter reads too).
-fn padded_vocab_of(
+pub(crate) fn padded_vocab_of(
     lg: &Logical,
     layout: ShardLayout,
     par: Parallel,

@@ -1,0 +1,237 @@
+//! `eval` of exported TensorRT-LLM checkpoints through the binary: an unquantized export at any
+//! tp/pp scores exactly as its Hugging Face source (KL 0 against it as teacher); a quantized
+//! export's KL to the source equals that of `quantize` to hf with the same calibration (FP8:
+//! close, the fused QKV shares one scale); a TensorRT-LLM teacher; and each error.
+
+mod common;
+
+use common::{fails, fixture, ok, s};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn data() -> PathBuf {
+    common::sample_text()
+}
+
+/// `eval MODEL [--teacher T] --json` on the first windows of the held-out text.
+fn eval(model: &Path, teacher: Option<&Path>) -> Value {
+    let d = data();
+    let mut args = vec![
+        "eval",
+        s(model),
+        "--data",
+        s(&d),
+        "--ctx",
+        "64",
+        "--max-windows",
+        "4",
+        "--json",
+    ];
+    if let Some(t) = teacher {
+        args.extend_from_slice(&["--teacher", s(t)]);
+    }
+    serde_json::from_str(&ok(&args)).expect("eval --json prints JSON")
+}
+
+fn num(v: &Value, pointer: &str) -> f64 {
+    v.pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} in {v}"))
+}
+
+fn assert_close(a: f64, b: f64, rel: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= rel * a.abs().max(b.abs()),
+        "{what}: {a} vs {b}"
+    );
+}
+
+/// `convert MODEL OUT --format trtllm [--quant Q] EXTRA` (calibrated on the held-out text).
+fn export(model: &Path, out: &Path, quant: Option<&str>, extra: &[&str]) {
+    let d = data();
+    let mut args = vec!["convert", s(model), s(out), "--format", "trtllm", "--quiet"];
+    if let Some(q) = quant {
+        args.extend_from_slice(&["--quant", q]);
+    }
+    if matches!(quant, Some("fp8" | "int4_awq")) {
+        args.extend_from_slice(&["--calib-data", s(&d), "--calib-samples", "4"]);
+    }
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+/// `quantize MODEL OUT --quant Q` to hf with the calibration `export` uses.
+fn quantize_hf(model: &Path, out: &Path, quant: &str) {
+    let d = data();
+    let mut args = vec!["quantize", s(model), s(out), "--quant", quant, "--quiet"];
+    if matches!(quant, "fp8" | "int4_awq") {
+        args.extend_from_slice(&["--calib-data", s(&d), "--calib-samples", "4"]);
+    }
+    ok(&args);
+}
+
+#[test]
+fn unquantized_exports_score_exactly_as_their_source() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases: [(&str, &[&str]); 5] = [
+        ("trained-llama", &["--tp", "1"]),
+        ("trained-llama", &["--tp", "2"]),
+        ("trained-llama", &["--tp", "2", "--pp", "2"]),
+        // q/k/v biases fused per rank.
+        ("qwen2-bias", &["--tp", "2"]),
+        // Tied embeddings; one KV head duplicated on both ranks.
+        ("llama-tied", &["--tp", "2"]),
+    ];
+    for (i, (name, par)) in cases.iter().enumerate() {
+        let m = fixture(name);
+        let out = dir.path().join(format!("{name}-{i}"));
+        export(&m, &out, None, par);
+        let (hf, tl) = (eval(&m, None), eval(&out, None));
+        let what = format!("{name} {par:?}");
+        assert_eq!(hf["tokens_scored"], tl["tokens_scored"], "{what}");
+        assert_close(num(&hf, "/nll"), num(&tl, "/nll"), 1e-12, &what);
+        // Against its source as teacher: the same distribution at every position.
+        let vs = eval(&out, Some(&m));
+        assert!(num(&vs, "/teacher/kl") < 1e-12, "{what}: {vs}");
+        assert_eq!(num(&vs, "/teacher/top1_agreement"), 1.0, "{what}");
+    }
+}
+
+#[test]
+fn quantized_exports_measure_what_quantize_measured() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let cases: [(&str, &[&str]); 4] = [
+        ("int4_awq", &["--tp", "2"]),
+        ("int4_rtn", &["--tp", "1"]),
+        ("int8_wo", &["--tp", "2", "--pp", "2"]),
+        ("fp8", &["--tp", "2"]),
+    ];
+    for (quant, par) in cases {
+        let hf = dir.path().join(format!("hf-{quant}"));
+        let tl = dir.path().join(format!("tl-{quant}"));
+        quantize_hf(&m, &hf, quant);
+        export(&m, &tl, Some(quant), par);
+        let (a, b) = (eval(&hf, Some(&m)), eval(&tl, Some(&m)));
+        let (ka, kb) = (num(&a, "/teacher/kl"), num(&b, "/teacher/kl"));
+        assert!(ka > 0.0, "{quant}: quantization changed nothing? {a}");
+        if quant == "fp8" {
+            // The fused [Q;K;V] of a rank shares the largest of the three scales (modelopt
+            // `QKVConfig`), so q/k/v codes differ slightly from the per-linear hf ones.
+            assert_close(ka, kb, 0.1, quant);
+        } else {
+            assert_close(ka, kb, 1e-9, quant);
+            assert_close(num(&a, "/nll"), num(&b, "/nll"), 1e-12, quant);
+            // The export as teacher of the hf quantization: identical weights.
+            let vs = eval(&hf, Some(&tl));
+            assert!(num(&vs, "/teacher/kl") < 1e-12, "{quant}: {vs}");
+        }
+    }
+}
+
+/// Rewrites the JSON header of a safetensors file with `f` (same length, padded with spaces).
+fn edit_header(file: &Path, f: impl Fn(&mut Value)) {
+    let mut bytes = std::fs::read(file).expect("rank file");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    f(&mut header);
+    let mut text = serde_json::to_string(&header).expect("header JSON");
+    assert!(text.len() <= n, "edited header grew");
+    text.push_str(&" ".repeat(n - text.len()));
+    bytes[8..8 + n].copy_from_slice(text.as_bytes());
+    std::fs::write(file, bytes).expect("write rank file");
+}
+
+fn edit_config(dir: &Path, f: impl Fn(&mut Value)) {
+    let p = dir.join("config.json");
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("config")).expect("JSON");
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).expect("write config");
+}
+
+#[test]
+fn damaged_exports_fail_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let d = data();
+    let fresh = |name: &str| {
+        let out = dir.path().join(name);
+        export(&m, &out, Some("int4_rtn"), &["--tp", "2"]);
+        out
+    };
+    let run = |p: &Path| fails(&["eval", s(p), "--data", s(&d), "--max-windows", "1"], 1);
+
+    let out = fresh("missing");
+    std::fs::remove_file(out.join("rank1.safetensors")).expect("remove rank");
+    let e = run(&out);
+    assert!(
+        e.contains("rank1.safetensors") && e.contains("rank file missing"),
+        "{e}"
+    );
+
+    // Same bytes, transposed scale shape.
+    let out = fresh("shape");
+    let name = "transformer.layers.1.mlp.proj.weights_scaling_factor";
+    edit_header(&out.join("rank0.safetensors"), |h| {
+        let shape = h[name]["shape"].as_array().expect("shape").clone();
+        h[name]["shape"] = Value::Array(shape.into_iter().rev().collect());
+    });
+    let e = run(&out);
+    assert!(
+        e.contains("rank0.safetensors")
+            && e.contains(name)
+            && e.contains("expected a float [256, 3]"),
+        "{e}"
+    );
+
+    let out = fresh("algo");
+    edit_config(&out, |c| c["quantization"]["quant_algo"] = "NVFP4".into());
+    let e = run(&out);
+    assert!(e.contains("config.json") && e.contains("NVFP4"), "{e}");
+
+    // Scales in a checkpoint that says it is not quantized.
+    let out = fresh("null-algo");
+    edit_config(&out, |c| c["quantization"]["quant_algo"] = Value::Null);
+    let e = run(&out);
+    assert!(
+        e.contains("weights_scaling_factor") && e.contains("null"),
+        "{e}"
+    );
+
+    let out = fresh("tokenizer");
+    std::fs::remove_file(out.join("tokenizer.json")).expect("remove tokenizer");
+    let e = run(&out);
+    assert!(e.contains("no tokenizer.json"), "{e}");
+}
+
+/// Adds 1 to the first byte of row `row` of tensor `name` in a safetensors file.
+fn bump_row(file: &Path, name: &str, row: usize) {
+    let mut bytes = std::fs::read(file).expect("rank file");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let t = &header[name];
+    let rows = t["shape"][0].as_u64().expect("shape") as usize;
+    let start = t["data_offsets"][0].as_u64().expect("offsets") as usize;
+    let end = t["data_offsets"][1].as_u64().expect("offsets") as usize;
+    let at = 8 + n + start + row * ((end - start) / rows);
+    bytes[at] = bytes[at].wrapping_add(1);
+    std::fs::write(file, bytes).expect("write rank file");
+}
+
+#[test]
+fn duplicated_kv_heads_that_differ_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-tied");
+    // One KV head of 64 rows, on both ranks after their 2 query heads (128 rows).
+    let out = dir.path().join("tl");
+    export(&m, &out, None, &["--tp", "2"]);
+    let name = "transformer.layers.0.attention.qkv.weight";
+    bump_row(&out.join("rank1.safetensors"), name, 130);
+    let d = data();
+    let e = fails(&["eval", s(&out), "--data", s(&d)], 1);
+    assert!(
+        e.contains("rank1.safetensors") && e.contains(name) && e.contains("duplicate a KV head"),
+        "{e}"
+    );
+}
