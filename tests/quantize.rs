@@ -26,9 +26,20 @@ fn quantize(model: &Path, out: &Path, scheme: &str, extra: &[&str]) -> Value {
 }
 
 fn check_in_python(orig: &Path, out: &Path, scheme: &str) -> std::process::Output {
+    check_with_report(orig, out, scheme, None)
+}
+
+/// The numpy check, given the report whose AWQ scales a folded checkpoint absorbed.
+fn check_with_report(
+    orig: &Path,
+    out: &Path,
+    scheme: &str,
+    report: Option<&Path>,
+) -> std::process::Output {
     std::process::Command::new(python())
         .arg(common::root().join("tests/interop/check_quantized_hf.py"))
         .args([s(orig), s(out), scheme])
+        .args(report.map(s))
         .output()
         .expect("python runs")
 }
@@ -127,13 +138,18 @@ fn awq_beats_rtn_in_kl_on_the_trained_fixture() {
     let heldout = common::sample_text();
     let eval = ["--eval-data", s(&heldout), "--eval-max-windows", "96"];
     let mut kl = Vec::new();
-    for (scheme, clip) in [("int4_rtn", false), ("int4_awq", false), ("int4_awq", true)] {
-        let out = dir.path().join(format!("{scheme}-{clip}"));
+    let runs: [(&str, &[&str]); 5] = [
+        ("int4_rtn", &[]),
+        ("int4_awq", &[]),
+        ("int4_awq", &["--awq-clip"]),
+        ("int4_awq", &["--awq-fold"]),
+        ("int4_awq", &["--awq-clip", "--awq-fold"]),
+    ];
+    for (i, (scheme, flags)) in runs.into_iter().enumerate() {
+        let out = dir.path().join(format!("{scheme}-{i}"));
         let mut extra = vec!["--calib-data", s(&calib), "--calib-samples", "32"];
         extra.extend_from_slice(&eval);
-        if clip {
-            extra.push("--awq-clip");
-        }
+        extra.extend_from_slice(flags);
         let r = quantize(&m, &out, scheme, &extra);
         let model = &r["model"];
         assert!(model["teacher_perplexity"].as_f64().expect("ppl") > 1.0);
@@ -143,13 +159,31 @@ fn awq_beats_rtn_in_kl_on_the_trained_fixture() {
             assert_eq!(searches.len(), 4 * 4, "4 input sites per layer");
             for c in searches {
                 assert!(c["loss"].as_f64() <= c["rtn_loss"].as_f64());
+                // Folded: o_proj under GQA keeps s = 1 (AutoAWQ scales it only when
+                // v_proj and o_proj have the same shape).
+                let o_proj = c["modules"][0]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("o_proj"));
+                if flags.contains(&"--awq-fold") && o_proj {
+                    assert!(c["ratio"].is_null(), "{c}");
+                }
             }
         }
     }
     eprintln!(
-        "KL int4_rtn {:.6e}, int4_awq {:.6e}, with clip {:.6e}",
-        kl[0], kl[1], kl[2]
+        "KL int4_rtn {:.6e}, int4_awq {:.6e}, with clip {:.6e}; folded {:.6e}, folded with clip {:.6e}",
+        kl[0], kl[1], kl[2], kl[3], kl[4]
     );
+    // Folding loses o_proj's scale (GQA) and rounds the folded norms / up_proj rows to bf16:
+    // close to the pre-quant-scale layout, still better than RTN.
+    for (folded, kept) in [(kl[3], kl[1]), (kl[4], kl[2])] {
+        assert!(
+            folded < kl[0],
+            "folded AWQ {folded} must beat RTN {}",
+            kl[0]
+        );
+        assert!((folded - kept).abs() < 0.05 * kept, "{folded} vs {kept}");
+    }
     assert!(kl[1] < kl[0], "AWQ {} must beat RTN {}", kl[1], kl[0]);
     assert!(
         kl[2] < kl[1],
@@ -472,4 +506,133 @@ fn auto_picks_by_target() {
     h100.extend_from_slice(&c);
     let r = quantize(&m, &dir.path().join("h"), "auto", &h100);
     assert_eq!(r["scheme"], "fp8");
+}
+
+#[test]
+fn awq_fold_puts_the_scales_into_the_previous_ops_and_numpy_agrees() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calib = calib_text(dir.path());
+    // llama-gqa and qwen2-bias (biases) are GQA: o_proj stays unscaled; mistral-spm (f32, no
+    // GQA) folds o_proj's scale into v_proj's rows. Exclusions: an unquantized up_proj /
+    // v_proj gets its rows divided in its own dtype; a norm site with an unquantized linear
+    // keeps s = 1.
+    let runs: [(&str, &[&str]); 5] = [
+        ("llama-gqa", &[]),
+        ("qwen2-bias", &["--awq-clip"]),
+        ("mistral-spm", &[]),
+        (
+            "mistral-spm",
+            &["--exclude", "*up_proj", "--exclude", "*v_proj"],
+        ),
+        ("qwen2-bias", &["--exclude", "*q_proj"]),
+    ];
+    for (i, (model, flags)) in runs.into_iter().enumerate() {
+        let m = fixture(model);
+        let out = dir.path().join(format!("{model}-{i}"));
+        let report = dir.path().join(format!("{model}-{i}.json"));
+        let mut extra = vec![
+            "--calib-data",
+            s(&calib),
+            "--calib-samples",
+            "4",
+            "--awq-fold",
+        ];
+        extra.extend_from_slice(&["--report", s(&report)]);
+        extra.extend_from_slice(flags);
+        let r = quantize(&m, &out, "int4_awq", &extra);
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("config.json")).expect("config"),
+        )
+        .expect("JSON");
+        assert_eq!(config["quantization_config"]["pre_quant_scale"], false);
+        let o = check_with_report(&m, &out, "int4_awq", Some(&report));
+        assert!(
+            o.status.success(),
+            "{model} {flags:?}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let searches = r["awq"].as_array().expect("awq");
+        let ratio_of = |suffix: &str| {
+            searches
+                .iter()
+                .find(|c| {
+                    c["modules"][0]
+                        .as_str()
+                        .is_some_and(|m| m.ends_with(suffix))
+                })
+                .map(|c| c["ratio"].clone())
+        };
+        match (model, i) {
+            ("mistral-spm", 2) => assert!(ratio_of("o_proj").is_some_and(|r| !r.is_null())),
+            ("qwen2-bias", 4) => assert!(ratio_of("k_proj").is_some_and(|r| r.is_null())),
+            (_, _) if model != "mistral-spm" => {
+                assert!(ratio_of("o_proj").is_some_and(|r| r.is_null()))
+            }
+            _ => {}
+        }
+        ok(&[
+            "eval",
+            s(&out),
+            "--data",
+            s(&common::sample_text()),
+            "--max-windows",
+            "2",
+        ]);
+    }
+    // Without the report the folded scales are unknown, and a norm left unfolded is caught.
+    let m = fixture("mistral-spm");
+    let (out, report) = (
+        dir.path().join("mistral-spm-2"),
+        dir.path().join("mistral-spm-2.json"),
+    );
+    assert!(!check_in_python(&m, &out, "int4_awq").status.success());
+    let unfolded = dir.path().join("unfolded");
+    let norm = "model.layers.0.input_layernorm.weight";
+    let original = common::tensors(&m.join("model.safetensors"));
+    let bytes = original[norm].2.clone();
+    corrupt_copy(&out, &unfolded, norm, |b| b.copy_from_slice(&bytes));
+    let o = check_with_report(&m, &unfolded, "int4_awq", Some(&report));
+    assert!(!o.status.success(), "an unfolded norm must fail the check");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(norm));
+}
+
+#[test]
+fn awq_fold_usage_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("o");
+    let calib = calib_text(dir.path());
+    let err = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int8_wo",
+            "--awq-fold",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("--awq-fold") && err.contains("int8_wo"),
+        "{err}"
+    );
+    let err = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&out),
+            "--format",
+            "trtllm",
+            "--quant",
+            "int4_awq",
+            "--calib-data",
+            s(&calib),
+            "--awq-fold",
+        ],
+        2,
+    );
+    assert!(err.contains("--awq-fold"), "{err}");
+    assert!(!out.exists());
 }

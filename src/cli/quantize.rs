@@ -56,6 +56,10 @@ pub struct QuantFlags {
     /// int4_awq: also search a clip ratio per group (AutoAWQ's clip search; not for q/k).
     #[arg(long)]
     pub awq_clip: bool,
+    /// int4_awq: fold AWQ's input scale into the previous op (norm, v_proj / up_proj rows) as
+    /// AutoAWQ does, instead of keeping pre_quant_scale (o_proj under GQA keeps s = 1).
+    #[arg(long)]
+    pub awq_fold: bool,
     /// Leave linears matching this glob unquantized (module or weight name; repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
@@ -129,6 +133,7 @@ pub(super) fn run_quantize(
             batch: 8,
             progress,
             awq_clip: f.awq_clip,
+            awq_fold: f.awq_fold,
         },
         sq_alpha: f.sq_alpha,
         group_size: f.group_size,

@@ -7,14 +7,14 @@
 //! | fp8 | F8_E4M3 `[out, in]` | F32 `[]` amax/448 | F32 `[]` act amax/448 | — |
 //! | int8_wo | I8 `[out, in]` | F32 `[out]` row amax/127 | — | — |
 //! | int8_sq | I8 `[out, in]` (of `W·diag(s)`) | F32 `[out]` | F32 `[]` | F32 `[in]` = 1/s on o_proj, down_proj |
-//! | int4_awq | U8 `[out/2, in]` (pairs of rows) | F32 `[out, in/group]` group amax/7 | — | F32 `[in]` = 1/s |
+//! | int4_awq | U8 `[out/2, in]` (pairs of rows) | F32 `[out, in/group]` group amax/7 | — | F32 `[in]` = 1/s (none with `--awq-fold`: folded into norms / v_proj, up_proj rows) |
 //! | int4_rtn | U8 `[out/2, in]` | F32 `[out, in/group]` | — | — |
 //!
 //! `config.json` gets `quantization_config` (`quant_method: "modelopt"`) and
 //! `hf_quant_config.json` is written beside it. Other tensors are copied byte for byte, except
 //! norms that absorbed a SmoothQuant factor (`norm / s`, in the norm's dtype).
 
-use super::producer::{ErrorSums, Part, QuantProducer};
+use super::producer::{ErrorSums, Part, QuantProducer, RowDivProducer};
 use super::scheme::QuantScheme;
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
@@ -36,6 +36,8 @@ pub struct LinearState {
     pub source_index: usize,
     /// Weight column multiplier `s` (SmoothQuant / AWQ).
     pub col_scale: Option<Arc<Vec<f32>>>,
+    /// Output-row divisor (a folded AWQ scale of the next linear: v_proj, up_proj).
+    pub row_divisor: Option<Arc<Vec<f32>>>,
     /// Written as `pre_quant_scale` (`1/s` where no norm absorbs it).
     pub pre_quant_scale: Option<Vec<f32>>,
     pub input_scale: Option<f32>,
@@ -51,8 +53,13 @@ pub struct HfJob<'a> {
     pub scheme: QuantScheme,
     pub group: usize,
     pub linears: &'a [LinearState],
-    /// Norm weights divided by a smoothing factor, by tensor name.
+    /// 1-D tensors (norm weights, biases) divided elementwise by a smoothing or folded AWQ
+    /// factor, by tensor name.
     pub norm_divisors: &'a BTreeMap<String, Vec<f32>>,
+    /// Unquantized 2-D weights whose output rows are divided (folded AWQ scales), by name.
+    pub divided_rows: &'a BTreeMap<String, Arc<Vec<f32>>>,
+    /// AWQ scales folded into the previous ops (no `pre_quant_scale`).
+    pub awq_fold: bool,
     /// Candidate linears left unquantized (listed in `exclude_modules`).
     pub excluded: &'a [String],
     pub max_shard_size: u64,
@@ -97,6 +104,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                     dtype,
                     part,
                     col_scale: l.col_scale.clone(),
+                    row_divisor: l.row_divisor.clone(),
                     clip: l.clip.clone(),
                     errors: errors.then(|| Arc::clone(&l.errors)),
                 })
@@ -193,6 +201,20 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                 src.shape.clone(),
                 How::Inline(bytes),
             );
+        } else if let Some(div) = job.divided_rows.get(&src.name) {
+            let rows: Arc<dyn TensorProducer> = Arc::new(RowDivProducer {
+                ckpt: Arc::clone(job.ckpt),
+                src: src.clone(),
+                dtype,
+                divisor: Arc::clone(div),
+            });
+            add(
+                &mut specs,
+                src.name.clone(),
+                dtype,
+                src.shape.clone(),
+                How::Produced(rows, index),
+            );
         } else {
             add(
                 &mut specs,
@@ -276,10 +298,8 @@ fn quantization_fields(job: &HfJob) -> serde_json::Value {
         if let Some(o) = q.as_object_mut() {
             o.insert("group_size".into(), json!(job.group));
             o.insert("has_zero_point".into(), json!(false));
-            o.insert(
-                "pre_quant_scale".into(),
-                json!(job.scheme == QuantScheme::Int4Awq),
-            );
+            let kept = job.scheme == QuantScheme::Int4Awq && !job.awq_fold;
+            o.insert("pre_quant_scale".into(), json!(kept));
         }
     }
     q
