@@ -636,3 +636,198 @@ fn awq_fold_usage_errors() {
     assert!(err.contains("--awq-fold"), "{err}");
     assert!(!out.exists());
 }
+
+/// `quantize --hf-format transformers` (the layouts transformers loads itself).
+fn quantize_transformers(
+    model: &Path,
+    out: &Path,
+    scheme: &str,
+    calib: &Path,
+    extra: &[&str],
+) -> Value {
+    let report = out.with_extension("json");
+    let mut args = vec!["--hf-format", "transformers", "--calib-data", s(calib)];
+    args.extend_from_slice(&["--calib-samples", "4", "--report", s(&report)]);
+    args.extend_from_slice(extra);
+    quantize(model, out, scheme, &args)
+}
+
+#[test]
+fn transformers_layouts_dequantize_within_bound_in_numpy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calib = calib_text(dir.path());
+    // qwen2-bias: f16 with q/k/v biases; mistral-spm: no GQA, so o_proj's scale folds into
+    // v_proj.
+    for model in ["llama-gqa", "qwen2-bias", "mistral-spm"] {
+        let m = fixture(model);
+        for (scheme, extra) in [
+            ("fp8", &[][..]),
+            ("int4_rtn", &[][..]),
+            ("int4_awq", &[][..]),
+            ("int4_awq", &["--awq-clip"][..]),
+            ("int4_awq", &["--exclude", "*down_proj"][..]),
+        ] {
+            let out = dir.path().join(format!("{model}-{scheme}-{}", extra.len()));
+            quantize_transformers(&m, &out, scheme, &calib, extra);
+            assert!(!out.join("hf_quant_config.json").exists());
+            let config: Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("config.json")).expect("config"),
+            )
+            .expect("JSON");
+            let qc = &config["quantization_config"];
+            // Listed only with exclusions (transformers skips lm_head by itself).
+            match extra {
+                [_, glob] if glob.contains("down_proj") => {
+                    let skip = qc["modules_to_not_convert"].as_array().expect("list");
+                    assert!(skip.iter().any(|m| m == "lm_head"), "{qc}");
+                    assert!(
+                        skip.iter().any(|m| m == "model.layers.0.mlp.down_proj"),
+                        "{qc}"
+                    );
+                }
+                _ => assert!(qc.get("modules_to_not_convert").is_none(), "{qc}"),
+            }
+            if scheme == "fp8" {
+                assert_eq!(qc["quant_method"], "fp8");
+                assert_eq!(qc["weight_block_size"], serde_json::json!([128, 128]));
+            } else {
+                assert_eq!(qc["quant_method"], "awq");
+                assert_eq!(qc["version"], "gemm");
+                assert_eq!(qc["zero_point"], true);
+            }
+            let o = check_with_report(&m, &out, scheme, Some(&out.with_extension("json")));
+            assert!(
+                o.status.success(),
+                "{model} {scheme} {extra:?}: {}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            ok(&[
+                "eval",
+                s(&out),
+                "--data",
+                s(&common::sample_text()),
+                "--max-windows",
+                "2",
+            ]);
+        }
+    }
+}
+
+#[test]
+fn numpy_check_rejects_a_wrong_awq_pack_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calib = calib_text(dir.path());
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("awq");
+    quantize_transformers(&m, &out, "int4_rtn", &calib, &[]);
+    assert_python_accepts(&m, &out, "int4_rtn");
+    // Nibble i holding output i (plain order) instead of AutoAWQ's [0, 2, 4, 6, 1, 3, 5, 7].
+    const ORDER: [usize; 8] = [0, 2, 4, 6, 1, 3, 5, 7];
+    let plain = dir.path().join("plain");
+    corrupt_copy(&out, &plain, "model.layers.1.mlp.gate_proj.qweight", |b| {
+        for word in b.chunks_exact_mut(4) {
+            let v = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+            let mut p = 0u32;
+            for (i, &o) in ORDER.iter().enumerate() {
+                p |= ((v >> (4 * i)) & 0xF) << (4 * o);
+            }
+            word.copy_from_slice(&p.to_le_bytes());
+        }
+    });
+    let o = check_in_python(&m, &plain, "int4_rtn");
+    assert!(
+        !o.status.success(),
+        "the plain nibble order must fail the check"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("model.layers.1.mlp.gate_proj"));
+}
+
+/// `eval --teacher` of a folder: (perplexity, KL).
+fn eval_against(model: &Path, teacher: &Path) -> (f64, f64) {
+    let text = common::sample_text();
+    let args = ["eval", s(model), "--data", s(&text), "--max-windows", "24"];
+    let r: Value = serde_json::from_str(&ok(
+        &[&args[..], &["--teacher", s(teacher), "--json"]].concat()
+    ))
+    .expect("JSON");
+    let kl = r["teacher"]["kl"].as_f64().expect("kl");
+    (r["perplexity"].as_f64().expect("perplexity"), kl)
+}
+
+#[test]
+fn transformers_layouts_evaluate_as_the_modelopt_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calib = calib_text(dir.path());
+    let m = fixture("trained-llama");
+    let calib_args = ["--calib-data", s(&calib), "--calib-samples", "4"];
+    // FP8: the same codes and the same scale in every block: the same numbers exactly.
+    let (fp8_mo, fp8_tf) = (dir.path().join("fp8-mo"), dir.path().join("fp8-tf"));
+    quantize(&m, &fp8_mo, "fp8", &calib_args);
+    quantize_transformers(&m, &fp8_tf, "fp8", &calib, &[]);
+    assert_eq!(eval_against(&fp8_tf, &m), eval_against(&fp8_mo, &m));
+    // AWQ: the same search and fold; AutoAWQ's f16 scales (codes computed with them) move the
+    // figures slightly.
+    let (awq_mo, awq_tf) = (dir.path().join("awq-mo"), dir.path().join("awq-tf"));
+    let r_mo = quantize(
+        &m,
+        &awq_mo,
+        "int4_awq",
+        &[&calib_args[..], &["--awq-fold"]].concat(),
+    );
+    let r_tf = quantize_transformers(&m, &awq_tf, "int4_awq", &calib, &[]);
+    assert_eq!(r_mo["awq"], r_tf["awq"], "the same AWQ search");
+    let (p_mo, kl_mo) = eval_against(&awq_mo, &m);
+    let (p_tf, kl_tf) = eval_against(&awq_tf, &m);
+    eprintln!(
+        "AWQ folded: modelopt ppl {p_mo} KL {kl_mo:.6e}, transformers ppl {p_tf} KL {kl_tf:.6e}"
+    );
+    assert!((p_tf - p_mo).abs() < 1e-3 * p_mo, "{p_tf} vs {p_mo}");
+    assert!((kl_tf - kl_mo).abs() < 0.03 * kl_mo, "{kl_tf} vs {kl_mo}");
+}
+
+#[test]
+fn transformers_layout_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("o");
+    let calib = calib_text(dir.path());
+    for scheme in ["int8_wo", "int8_sq"] {
+        let err = fails(
+            &[
+                "quantize",
+                s(&m),
+                s(&out),
+                "--quant",
+                scheme,
+                "--calib-data",
+                s(&calib),
+                "--hf-format",
+                "transformers",
+            ],
+            2,
+        );
+        assert!(
+            err.contains(scheme) && err.contains("--hf-format modelopt"),
+            "{err}"
+        );
+    }
+    let err = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&out),
+            "--format",
+            "trtllm",
+            "--quant",
+            "fp8",
+            "--calib-data",
+            s(&calib),
+            "--hf-format",
+            "transformers",
+        ],
+        2,
+    );
+    assert!(err.contains("--hf-format"), "{err}");
+    assert!(!out.exists());
+}

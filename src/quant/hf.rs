@@ -16,6 +16,7 @@
 
 use super::producer::{ErrorSums, Part, QuantProducer, RowDivProducer};
 use super::scheme::QuantScheme;
+use super::transformers::{self, AwqGemmProducer, AwqPart, HfFormat};
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
 use crate::plan::{
@@ -60,6 +61,8 @@ pub struct HfJob<'a> {
     pub divided_rows: &'a BTreeMap<String, Arc<Vec<f32>>>,
     /// AWQ scales folded into the previous ops (no `pre_quant_scale`).
     pub awq_fold: bool,
+    /// modelopt's layout or transformers' own ([`super::transformers`]).
+    pub format: HfFormat,
     /// Candidate linears left unquantized (listed in `exclude_modules`).
     pub excluded: &'a [String],
     pub max_shard_size: u64,
@@ -111,6 +114,72 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
             };
             let m = &l.module;
             let g = job.group;
+            if job.format == HfFormat::Transformers {
+                let awq = |part: AwqPart, errors: bool| -> Arc<dyn TensorProducer> {
+                    Arc::new(AwqGemmProducer {
+                        ckpt: Arc::clone(job.ckpt),
+                        src: src.clone(),
+                        dtype,
+                        part,
+                        group: g,
+                        col_scale: l.col_scale.clone(),
+                        row_divisor: l.row_divisor.clone(),
+                        clip: l.clip.clone(),
+                        errors: errors.then(|| Arc::clone(&l.errors)),
+                    })
+                };
+                let packed = out / transformers::AWQ_PACK;
+                let groups = cols / g as u64;
+                let tensors = match job.scheme {
+                    QuantScheme::Fp8 => {
+                        let scale = l.fp8_scale.unwrap_or(1.0);
+                        let shape = transformers::fp8_block_shape(out, cols);
+                        let blocks = (shape[0] * shape[1]) as usize;
+                        vec![
+                            (
+                                "weight",
+                                Dtype::F8E4M3,
+                                vec![out, cols],
+                                How::Produced(producer(Part::Fp8Codes { scale }, true), index),
+                            ),
+                            (
+                                "weight_scale_inv",
+                                Dtype::F32,
+                                shape,
+                                How::Inline(f32_bytes(&vec![scale; blocks])),
+                            ),
+                        ]
+                    }
+                    _ => vec![
+                        (
+                            "qweight",
+                            Dtype::I32,
+                            vec![cols, packed],
+                            How::Produced(awq(AwqPart::Qweight, true), index),
+                        ),
+                        (
+                            "qzeros",
+                            Dtype::I32,
+                            vec![groups, packed],
+                            How::Inline(
+                                kernels::cpu::awq_gemm::AWQ_ZERO_WORD
+                                    .to_le_bytes()
+                                    .repeat((groups * packed) as usize),
+                            ),
+                        ),
+                        (
+                            "scales",
+                            Dtype::F16,
+                            vec![groups, out],
+                            How::Produced(awq(AwqPart::Scales, false), index),
+                        ),
+                    ],
+                };
+                for (suffix, dtype, shape, h) in tensors {
+                    add(&mut specs, format!("{m}.{suffix}"), dtype, shape, h);
+                }
+                continue;
+            }
             match job.scheme {
                 QuantScheme::Fp8 => {
                     let scale = l.fp8_scale.unwrap_or(1.0);
@@ -256,21 +325,32 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
         .map_err(|e| formats::FormatError::io(&config_path, "read", e))?;
     let mut config: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::config(&config_path, format!("invalid JSON: {e}")))?;
-    if let Some(obj) = config.as_object_mut() {
-        let mut qc = json!({ "quant_method": "modelopt" });
-        if let (Some(qc), Some(q)) = (qc.as_object_mut(), quant.as_object()) {
-            qc.extend(q.clone());
+    let qc = match job.format {
+        HfFormat::Modelopt => {
+            let mut qc = json!({ "quant_method": "modelopt" });
+            if let (Some(qc), Some(q)) = (qc.as_object_mut(), quant.as_object()) {
+                qc.extend(q.clone());
+            }
+            qc
         }
+        HfFormat::Transformers => {
+            transformers::quantization_config(job.scheme, job.group, job.excluded)
+        }
+    };
+    if let Some(obj) = config.as_object_mut() {
         obj.insert("quantization_config".into(), qc);
     }
     side_files.push(SideFile::json("config.json", &config));
-    side_files.push(SideFile::json(
-        "hf_quant_config.json",
-        &json!({
-            "producer": { "name": "ckpt-opt", "version": env!("CARGO_PKG_VERSION") },
-            "quantization": quant,
-        }),
-    ));
+    // vLLM and TensorRT-LLM take a folder with hf_quant_config.json for modelopt's layout.
+    if job.format == HfFormat::Modelopt {
+        side_files.push(SideFile::json(
+            "hf_quant_config.json",
+            &json!({
+                "producer": { "name": "ckpt-opt", "version": env!("CARGO_PKG_VERSION") },
+                "quantization": quant,
+            }),
+        ));
+    }
     side_files.extend(crate::convert::carried_files(&root)?);
     Ok(Plan {
         job: format!(

@@ -14,6 +14,7 @@ pub mod report;
 pub mod scheme;
 pub mod select;
 pub mod smoothquant;
+pub mod transformers;
 pub mod trtllm;
 
 use crate::checkpoint::Checkpoint;
@@ -49,6 +50,8 @@ pub struct QuantizeOptions {
     pub exec: ExecOptions,
     /// Where the quantized model goes.
     pub output: QuantOutput,
+    /// The layout of a Hugging Face output (`--hf-format`).
+    pub hf_format: transformers::HfFormat,
 }
 
 /// The layout `quantize` writes.
@@ -101,6 +104,22 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
     if let QuantOutput::Trtllm(par) = opts.output {
         trtllm::check_request(&cfg, scheme, group as u64, par, opts.eval_data.is_some())?;
     }
+    let transformers = opts.hf_format == transformers::HfFormat::Transformers;
+    if transformers {
+        if matches!(opts.output, QuantOutput::Trtllm(_)) {
+            return Err(Error::Usage(
+                "--hf-format applies to Hugging Face output, not --format trtllm".into(),
+            ));
+        }
+        transformers::check_scheme(scheme)?;
+    }
+    // AutoAWQ's GEMM layout has no pre-quant scale: transformers' AWQ implies the fold.
+    let mut calib_source = opts.calib.clone();
+    calib_source.awq_fold |= transformers && scheme.is_int4();
+    let opts = &QuantizeOptions {
+        calib: calib_source,
+        ..opts.clone()
+    };
     if opts.calib.awq_fold && !scheme.is_int4() {
         return Err(Error::Usage(format!(
             "--awq-fold applies to int4_awq and int4_rtn, not {}",
@@ -141,6 +160,12 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 return Err(fail(format!(
                     "input width {} is not a multiple of --group-size {group}",
                     t.shape[1]
+                )));
+            }
+            if transformers && !t.shape[0].is_multiple_of(transformers::AWQ_PACK) {
+                return Err(fail(format!(
+                    "{} output rows: AWQ's qweight packs 8 output channels per int32",
+                    t.shape[0]
                 )));
             }
             if !t.shape[0].is_multiple_of(2) {
@@ -237,6 +262,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 norm_divisors: &norm_divisors,
                 divided_rows: &divided_rows,
                 awq_fold: opts.calib.awq_fold,
+                format: opts.hf_format,
                 excluded: &excluded,
                 max_shard_size: opts.max_shard_size,
                 output,

@@ -34,7 +34,7 @@ pub enum Part {
 pub struct ErrorSums(Mutex<BTreeMap<u64, (f64, f64)>>);
 
 impl ErrorSums {
-    fn add(&self, first_row: u64, signal: f64, noise: f64) {
+    pub(crate) fn add(&self, first_row: u64, signal: f64, noise: f64) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.insert(first_row, (signal, noise));
     }

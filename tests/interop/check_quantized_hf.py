@@ -208,7 +208,7 @@ def main():
     for m in modules:
         w = to_f32(orig[m + ".weight"])
         w_hat, per, names = dequantize(quant, m, method, scheme, w)
-        allowed |= {m + n for n in names}
+        allowed |= {m + n for n in names} | {m + ".weight"}
         if folded:
             w = w * scales.get(m, np.ones(w.shape[1]))[None, :]
             if m + ".weight" in divided:
