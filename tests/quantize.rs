@@ -597,46 +597,6 @@ fn awq_fold_puts_the_scales_into_the_previous_ops_and_numpy_agrees() {
     assert!(String::from_utf8_lossy(&o.stderr).contains(norm));
 }
 
-#[test]
-fn awq_fold_usage_errors() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let m = fixture("llama-gqa");
-    let out = dir.path().join("o");
-    let calib = calib_text(dir.path());
-    let err = fails(
-        &[
-            "quantize",
-            s(&m),
-            s(&out),
-            "--quant",
-            "int8_wo",
-            "--awq-fold",
-        ],
-        2,
-    );
-    assert!(
-        err.contains("--awq-fold") && err.contains("int8_wo"),
-        "{err}"
-    );
-    let err = fails(
-        &[
-            "convert",
-            s(&m),
-            s(&out),
-            "--format",
-            "trtllm",
-            "--quant",
-            "int4_awq",
-            "--calib-data",
-            s(&calib),
-            "--awq-fold",
-        ],
-        2,
-    );
-    assert!(err.contains("--awq-fold"), "{err}");
-    assert!(!out.exists());
-}
-
 /// `quantize --hf-format transformers` (the layouts transformers loads itself).
 fn quantize_transformers(
     model: &Path,
@@ -787,47 +747,50 @@ fn transformers_layouts_evaluate_as_the_modelopt_ones() {
 }
 
 #[test]
-fn transformers_layout_errors() {
+fn awq_fold_and_hf_format_usage_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = fixture("llama-gqa");
     let out = dir.path().join("o");
     let calib = calib_text(dir.path());
-    for scheme in ["int8_wo", "int8_sq"] {
-        let err = fails(
-            &[
-                "quantize",
-                s(&m),
-                s(&out),
-                "--quant",
-                scheme,
-                "--calib-data",
-                s(&calib),
-                "--hf-format",
-                "transformers",
-            ],
-            2,
-        );
-        assert!(
-            err.contains(scheme) && err.contains("--hf-format modelopt"),
-            "{err}"
-        );
+    let quantize = |scheme: &'static str, flags: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = ["quantize", s(&m), s(&out), "--quant", scheme]
+            .map(String::from)
+            .to_vec();
+        a.extend(["--calib-data", s(&calib)].map(String::from));
+        a.extend(flags.iter().map(|f| f.to_string()));
+        a
+    };
+    let trtllm = |mut a: Vec<String>| {
+        a[0] = "convert".into();
+        a.extend(["--format", "trtllm"].map(String::from));
+        a
+    };
+    let cases: [(Vec<String>, &[&str]); 5] = [
+        (
+            quantize("int8_wo", &["--awq-fold"]),
+            &["--awq-fold", "int8_wo"],
+        ),
+        (
+            trtllm(quantize("int4_awq", &["--awq-fold"])),
+            &["--awq-fold"],
+        ),
+        (
+            quantize("int8_wo", &["--hf-format", "transformers"]),
+            &["int8_wo", "--hf-format modelopt"],
+        ),
+        (
+            quantize("int8_sq", &["--hf-format", "transformers"]),
+            &["int8_sq", "--hf-format modelopt"],
+        ),
+        (
+            trtllm(quantize("fp8", &["--hf-format", "transformers"])),
+            &["--hf-format"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args, 2);
+        assert!(needles.iter().all(|n| err.contains(n)), "{args:?}: {err}");
+        assert!(!out.exists());
     }
-    let err = fails(
-        &[
-            "convert",
-            s(&m),
-            s(&out),
-            "--format",
-            "trtllm",
-            "--quant",
-            "fp8",
-            "--calib-data",
-            s(&calib),
-            "--hf-format",
-            "transformers",
-        ],
-        2,
-    );
-    assert!(err.contains("--hf-format"), "{err}");
-    assert!(!out.exists());
 }

@@ -157,6 +157,12 @@ impl AwqGemmProducer {
                 row.iter_mut().for_each(|v| *v /= d[o]);
             }
         }
+        // A column slice touches every page of the tensor: drop them from the resident set
+        // (they stay in the page cache for the next chunk), so RSS stays near threads ×
+        // tensor rather than growing to the model.
+        self.ckpt
+            .mapped(self.src.file)
+            .release(self.src.start, self.src.len);
         Ok(w)
     }
 
