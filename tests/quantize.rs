@@ -794,3 +794,54 @@ fn awq_fold_and_hf_format_usage_errors() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn malformed_transformers_awq_tensors_are_named_by_eval() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calib = calib_text(dir.path());
+    let m = fixture("llama-gqa");
+    let out = dir.path().join("awq");
+    quantize_transformers(&m, &out, "int4_rtn", &calib, &[]);
+    // Drop `scales`, or keep one group of them: one line naming the module, exit 1.
+    let rewrite = r#"
+import json, sys, safetensors
+path, name, mode = sys.argv[1:4]
+tensors = dict(safetensors.deserialize(open(path, "rb").read()))
+if mode == "drop":
+    del tensors[name]
+else:
+    t = tensors[name]
+    row = len(t["data"]) // t["shape"][0]
+    tensors[name] = {"dtype": t["dtype"], "shape": [1, t["shape"][1]], "data": t["data"][:row]}
+header, data = {}, b""
+for n, t in tensors.items():
+    d = bytes(t["data"])
+    header[n] = {"dtype": t["dtype"], "shape": t["shape"], "data_offsets": [len(data), len(data) + len(d)]}
+    data += d
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(path, "wb").write(len(h).to_bytes(8, "little") + h + data)
+"#;
+    for mode in ["drop", "truncate"] {
+        let broken = dir.path().join(mode);
+        corrupt_copy(&out, &broken, "model.layers.1.mlp.up_proj.scales", |_| {});
+        let file = broken.join("model.safetensors");
+        let o = std::process::Command::new(python())
+            .args([
+                "-c",
+                rewrite,
+                s(&file),
+                "model.layers.1.mlp.up_proj.scales",
+                mode,
+            ])
+            .output()
+            .expect("python runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = common::sample_text();
+        let err = fails(
+            &["eval", s(&broken), "--data", s(&text), "--max-windows", "1"],
+            1,
+        );
+        assert!(err.contains("model.layers.1.mlp.up_proj"), "{mode}: {err}");
+    }
+}
