@@ -670,6 +670,8 @@ fn transformers_layouts_dequantize_within_bound_in_numpy() {
                 "--max-windows",
                 "2",
             ]);
+            // `verify` knows the layouts (qweight shapes, f16 scales finite, the manifest).
+            ok(&["verify", s(&out), "--deep"]);
         }
     }
 }
