@@ -56,6 +56,15 @@ pub struct QuantFlags {
     /// int4_awq: also search a clip ratio per group (AutoAWQ's clip search; not for q/k).
     #[arg(long)]
     pub awq_clip: bool,
+    /// int4_awq: fold AWQ's input scale into the previous op (norm, v_proj / up_proj rows) as
+    /// AutoAWQ does, instead of keeping pre_quant_scale (o_proj under GQA keeps s = 1).
+    #[arg(long)]
+    pub awq_fold: bool,
+    /// Layout of the quantized Hugging Face folder: modelopt (unified checkpoint, read by
+    /// TensorRT-LLM and vLLM) or transformers (its own loaders: fp8 as quant_method "fp8",
+    /// int4_awq / int4_rtn as AutoAWQ GEMM "awq" with folded scales; int8 is an error).
+    #[arg(long, value_enum, default_value = "modelopt")]
+    pub hf_format: crate::quant::transformers::HfFormat,
     /// Leave linears matching this glob unquantized (module or weight name; repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
@@ -129,6 +138,7 @@ pub(super) fn run_quantize(
             batch: 8,
             progress,
             awq_clip: f.awq_clip,
+            awq_fold: f.awq_fold,
         },
         sq_alpha: f.sq_alpha,
         group_size: f.group_size,
@@ -143,6 +153,7 @@ pub(super) fn run_quantize(
         },
         exec,
         output: output_layout,
+        hf_format: f.hf_format,
     };
     if let Some(p) = &f.report {
         if p.is_dir() {
@@ -162,6 +173,8 @@ pub(super) fn run_quantize(
         "calib_data": f.calib_data,
         "calib_stats": f.calib_stats,
         "sq_alpha": f.sq_alpha,
+        "hf_format": f.hf_format,
+        "awq_fold": f.awq_fold,
         "max_shard_size": max_shard_size,
     });
     let quality = serde_json::json!({

@@ -93,6 +93,11 @@ impl<'a> WeightIndex<'a> {
             by_name.insert(hf, t);
         }
         for e in cfg.expected_tensors() {
+            if !by_name.contains_key(&e.name) && transformers_layout::stands_for(&by_name, &e.name)
+            {
+                // AutoAWQ GEMM tensors (`qweight`, ...): checked when the layer is decoded.
+                continue;
+            }
             let Some(t) = by_name.get(&e.name) else {
                 return Err(Error::tensor(
                     ckpt.display_path(),
@@ -251,6 +256,9 @@ impl<'a> WeightIndex<'a> {
     /// Checks every tensor's element type up front, so a quantized model fails before any work.
     pub fn check_types(&self) -> Result<()> {
         for e in self.cfg.expected_tensors() {
+            if self.transformers_quantized(&e.name)?.is_some() {
+                continue;
+            }
             let t = self.get(&e.name)?;
             if self.quantized_parts(&e.name)?.is_none() {
                 self.dtype_of(t)?;
@@ -365,6 +373,9 @@ impl WeightIndex<'_> {
     /// The effective f32 weight of a quantized linear, or `None` when `name` is not one.
     fn decode_quantized(&self, name: &str) -> Result<Option<Vec<f32>>> {
         use kernels::cpu::{fp8_quant, int4, int8};
+        if let Some(parts) = self.transformers_quantized(name)? {
+            return self.decode_transformers(parts).map(Some);
+        }
         let Some(parts) = self.quantized_parts(name)? else {
             return Ok(None);
         };
@@ -399,6 +410,161 @@ impl WeightIndex<'_> {
         }
         self.release(w, 0, w.len);
         Ok(Some(out))
+    }
+}
+
+mod transformers_layout {
+    use super::*;
+
+    /// Whether `name` (`….weight`) is stored as AutoAWQ GEMM tensors (`….qweight`).
+    pub(super) fn stands_for(by_name: &HashMap<String, SourceTensor>, name: &str) -> bool {
+        name.strip_suffix(".weight")
+            .is_some_and(|m| by_name.contains_key(&format!("{m}.qweight")))
+    }
+
+    /// A linear in one of transformers' own quantized layouts (`quant::transformers`).
+    pub(super) enum Parts<'t> {
+        /// AutoAWQ GEMM: `qweight` I32 `[in, out/8]`, `qzeros` I32 `[in/g, out/8]`,
+        /// `scales` float `[in/g, out]`.
+        Awq {
+            qweight: &'t SourceTensor,
+            qzeros: &'t SourceTensor,
+            scales: &'t SourceTensor,
+            out: usize,
+        },
+        /// FineGrainedFP8: `weight` F8_E4M3 `[out, in]`, `weight_scale_inv` F32 per 128×128
+        /// block.
+        Fp8Block {
+            weight: &'t SourceTensor,
+            scale_inv: &'t SourceTensor,
+        },
+    }
+
+    /// FineGrainedFP8's block edge (the `[128, 128]` every such checkpoint uses).
+    pub(super) const FP8_BLOCK: u64 = 128;
+}
+
+/// Reading transformers' own quantized layouts (AutoAWQ GEMM, FineGrainedFP8): dequantized to
+/// f32 when the layer is decoded, as modelopt's.
+impl WeightIndex<'_> {
+    fn transformers_quantized(&self, name: &str) -> Result<Option<transformers_layout::Parts<'_>>> {
+        use formats::Dtype::{F8E4M3, I32};
+        use transformers_layout::{Parts, FP8_BLOCK};
+        let Some(module) = name.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let part = |s: &str| self.by_name.get(&format!("{module}.{s}"));
+        let expected = self.cfg.expected_tensors();
+        let Some(shape) = expected
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.shape.clone())
+        else {
+            return Ok(None);
+        };
+        let (out, cols) = match shape[..] {
+            [o, c] => (o, c),
+            _ => return Ok(None),
+        };
+        if let Some(qweight) = part("qweight") {
+            let (Some(qzeros), Some(scales)) = (part("qzeros"), part("scales")) else {
+                return Err(self.err(qweight, "qweight without qzeros and scales".into()));
+            };
+            let groups = scales.shape.first().copied().unwrap_or(0);
+            let fits = qweight.ty == ElementType::Dense(I32)
+                && qzeros.ty == ElementType::Dense(I32)
+                && scales.ty.dense().is_some_and(|d| d.is_float())
+                && out.is_multiple_of(8)
+                && qweight.shape == [cols, out / 8]
+                && groups > 0
+                && cols.is_multiple_of(groups)
+                && qzeros.shape == [groups, out / 8]
+                && scales.shape == [groups, out];
+            if !fits {
+                return Err(self.err(
+                    qweight,
+                    format!(
+                        "AWQ GEMM tensors qweight {} {:?}, qzeros {} {:?}, scales {} {:?} do not fit a [{out}, {cols}] weight",
+                        qweight.ty.name(), qweight.shape, qzeros.ty.name(), qzeros.shape,
+                        scales.ty.name(), scales.shape
+                    ),
+                ));
+            }
+            return Ok(Some(Parts::Awq {
+                qweight,
+                qzeros,
+                scales,
+                out: out as usize,
+            }));
+        }
+        let Some(scale_inv) = part("weight_scale_inv") else {
+            return Ok(None);
+        };
+        let weight = self.get(name)?;
+        let blocks = [out.div_ceil(FP8_BLOCK), cols.div_ceil(FP8_BLOCK)];
+        if weight.ty != ElementType::Dense(F8E4M3)
+            || weight.shape != [out, cols]
+            || scale_inv.shape != blocks
+            || !scale_inv.ty.dense().is_some_and(|d| d.is_float())
+        {
+            return Err(self.err(
+                scale_inv,
+                format!(
+                    "{} {:?} with weight {} {:?}: expected F8_E4M3 [{out}, {cols}] and float {blocks:?} (128x128 blocks)",
+                    scale_inv.ty.name(), scale_inv.shape, weight.ty.name(), weight.shape
+                ),
+            ));
+        }
+        Ok(Some(Parts::Fp8Block { weight, scale_inv }))
+    }
+
+    fn decode_transformers(&self, parts: transformers_layout::Parts<'_>) -> Result<Vec<f32>> {
+        use kernels::cpu::{awq_gemm, f8};
+        use transformers_layout::{Parts, FP8_BLOCK};
+        match parts {
+            Parts::Awq {
+                qweight,
+                qzeros,
+                scales,
+                out,
+            } => {
+                let cols = qweight.shape[0] as usize;
+                let group = cols / scales.shape[0] as usize;
+                let mut q = vec![0u8; cols * out];
+                awq_gemm::unpack_awq_gemm(self.ckpt.bytes(qweight), &mut q);
+                let mut z = vec![0u8; cols / group * out];
+                awq_gemm::unpack_awq_gemm(self.ckpt.bytes(qzeros), &mut z);
+                let s = self.decode_small(scales)?;
+                let mut w = vec![0.0f32; out * cols];
+                for (k, qk) in q.chunks_exact(out).enumerate() {
+                    let at = k / group * out;
+                    for (o, &c) in qk.iter().enumerate() {
+                        w[o * cols + k] = (f32::from(c) - f32::from(z[at + o])) * s[at + o];
+                    }
+                }
+                self.release(qweight, 0, qweight.len);
+                Ok(w)
+            }
+            Parts::Fp8Block { weight, scale_inv } => {
+                let cols = weight.shape[1] as usize;
+                let per_row = cols.div_ceil(FP8_BLOCK as usize);
+                let s = self.decode_small(scale_inv)?;
+                let mut w = vec![0.0f32; weight.numel() as usize];
+                let codes = self.ckpt.bytes(weight);
+                for (r, (row, c)) in w
+                    .chunks_exact_mut(cols)
+                    .zip(codes.chunks_exact(cols))
+                    .enumerate()
+                {
+                    let block_row = &s[r / FP8_BLOCK as usize * per_row..];
+                    for (j, (v, &b)) in row.iter_mut().zip(c).enumerate() {
+                        *v = f8::e4m3_to_f32(b) * block_row[j / FP8_BLOCK as usize];
+                    }
+                }
+                self.release(weight, 0, weight.len);
+                Ok(w)
+            }
+        }
     }
 }
 

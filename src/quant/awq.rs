@@ -22,7 +22,9 @@
 //!   than RTN on the calibration loss.
 //!
 //! The written checkpoint keeps `pre_quant_scale = 1/s` per linear (modelopt's
-//! `apply_pre_quant_scale_and_smooth(module, 1/best_scale)`) and quantizes `W·diag(s)`.
+//! `apply_pre_quant_scale_and_smooth(module, 1/best_scale)`) and quantizes `W·diag(s)`; with
+//! `--awq-fold` it folds `1/s` into the op before instead ([`fold_target`], AutoAWQ
+//! `awq/quantize/scale.py` `apply_scale`), and a site that cannot be folded keeps `s = 1`.
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
@@ -50,19 +52,53 @@ pub struct AwqChoice {
     pub ratio: Option<f32>,
     pub loss: f64,
     pub rtn_loss: f64,
-    /// The weight column multiplier `s` (activations are multiplied by `1/s`).
-    #[serde(skip)]
+    /// The weight column multiplier `s` (activations are multiplied by `1/s`); all ones when
+    /// the identity won (written to the report so that a reader can check a folded checkpoint).
     pub scale: Vec<f32>,
 }
 
+/// Where `--awq-fold` puts the `1/s` of a site (AutoAWQ `awq/models/llama.py`
+/// `get_layers_for_scaling` names the previous op of each; `awq/quantize/scale.py`
+/// `scale_ln_fcs` divides a norm's weight, `scale_fc_fc` divides the previous linear's output
+/// rows and bias).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoldTarget {
+    /// A norm weight (`input_layernorm` for q/k/v, `post_attention_layernorm` for gate/up).
+    Norm(String),
+    /// The output rows (and bias) of a linear: `v_proj` for o_proj, `up_proj` for down_proj.
+    Rows(String),
+}
+
+/// The op `1/s` of the site read by `module` folds into, or `None` when it cannot: o_proj
+/// under GQA (v_proj's rows are not o_proj's input channels; AutoAWQ scales o_proj only when
+/// `v_proj.weight.shape == o_proj.weight.shape`).
+pub fn fold_target(cfg: &ModelConfig, module: &str) -> Option<FoldTarget> {
+    let (layer, kind) = module.rsplit_once('.')?;
+    let (block, _) = layer.rsplit_once('.')?;
+    match kind {
+        "q_proj" | "k_proj" | "v_proj" => {
+            Some(FoldTarget::Norm(format!("{block}.input_layernorm.weight")))
+        }
+        "gate_proj" | "up_proj" => Some(FoldTarget::Norm(format!(
+            "{block}.post_attention_layernorm.weight"
+        ))),
+        "o_proj" => (cfg.num_key_value_heads == cfg.num_attention_heads)
+            .then(|| FoldTarget::Rows(format!("{layer}.v_proj"))),
+        "down_proj" => Some(FoldTarget::Rows(format!("{block}.mlp.up_proj"))),
+        _ => None,
+    }
+}
+
 /// Searches the scale for linears `weights` (each `[out_i, cols]`) sharing input samples `x`
-/// (`[rows, cols]`) with per-channel mean |x| `x_mean`, INT4 groups of `group` columns.
+/// (`[rows, cols]`) with per-channel mean |x| `x_mean`, INT4 groups of `group` columns. With
+/// `search` false only the identity is scored (a site whose scale could not be folded).
 pub fn search_scale(
     x: &[f32],
     x_mean: &[f32],
     weights: &[&[f32]],
     cols: usize,
     group: usize,
+    search: bool,
 ) -> (Option<f32>, Vec<f32>, f64, f64) {
     let rows = x.len() / cols.max(1);
     let w_mean = weight_mean(weights, cols, group);
@@ -92,7 +128,7 @@ pub fn search_scale(
     let identity = vec![1.0f32; cols];
     let rtn_loss = loss_of(&identity);
     let (mut best_ratio, mut best, mut best_loss) = (None, identity, rtn_loss);
-    for i in 0..N_GRID {
+    for i in (0..N_GRID).filter(|_| search) {
         let r = i as f32 / N_GRID as f32;
         let s = candidate_scale(x_mean, &w_mean, r);
         let loss = loss_of(&s);
@@ -278,6 +314,8 @@ pub struct AwqObserver<'a> {
     sequences: usize,
     /// Run the clip search after the scale search.
     clip: bool,
+    /// `--awq-fold`: sites whose scale cannot be folded keep `s = 1`.
+    fold: bool,
     pub choices: BTreeMap<String, AwqChoice>,
     /// Clip ratios `[out, cols / group]` by module (with `clip`; not for q/k, as AutoAWQ).
     pub clips: BTreeMap<String, Vec<f32>>,
@@ -292,6 +330,7 @@ impl<'a> AwqObserver<'a> {
         group: usize,
         stride: usize,
         clip: bool,
+        fold: bool,
     ) -> Result<Self> {
         Ok(AwqObserver {
             weights: WeightIndex::new(ckpt, cfg)?,
@@ -301,6 +340,7 @@ impl<'a> AwqObserver<'a> {
             slots: Vec::new(),
             sequences: 0,
             clip,
+            fold,
             choices: BTreeMap::new(),
             clips: BTreeMap::new(),
             error: None,
@@ -344,8 +384,9 @@ impl<'a> AwqObserver<'a> {
                 .map(|m| self.weights.decode(&format!("{m}.weight")))
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&[f32]> = decoded.iter().map(Vec::as_slice).collect();
+            let search = !self.fold || self.foldable(site, &modules);
             let (ratio, scale, loss, rtn_loss) =
-                search_scale(&buf.rows, &x_mean, &refs, cols, self.group);
+                search_scale(&buf.rows, &x_mean, &refs, cols, self.group, search);
             if self.clip {
                 let step = (buf.tokens.min(buf.rows.len() / cols.max(1)) / CLIP_TOKENS).max(1);
                 let x: Vec<f32> = buf
@@ -379,6 +420,19 @@ impl<'a> AwqObserver<'a> {
             }
         }
         Ok(())
+    }
+}
+
+impl AwqObserver<'_> {
+    /// Whether `1/s` of a site can be folded: a norm only when every linear reading it is
+    /// quantized (an unquantized one would see a changed input), a linear's rows when the
+    /// shapes allow ([`fold_target`]).
+    fn foldable(&self, site: &[&str], modules: &[String]) -> bool {
+        match fold_target(self.weights.config(), &modules[0]) {
+            Some(FoldTarget::Norm(_)) => modules.len() == site.len(),
+            Some(FoldTarget::Rows(_)) => true,
+            None => false,
+        }
     }
 }
 
@@ -453,7 +507,7 @@ mod tests {
         let x_mean: Vec<f32> = (0..cols)
             .map(|j| (0..rows).map(|t| x[t * cols + j].abs()).sum::<f32>() / rows as f32)
             .collect();
-        let (ratio, s, loss, rtn) = search_scale(&x, &x_mean, &[&w], cols, 16);
+        let (ratio, s, loss, rtn) = search_scale(&x, &x_mean, &[&w], cols, 16, true);
         assert!(ratio.is_some(), "a ratio beats the identity");
         assert!(loss < rtn, "{loss} < {rtn}");
         assert!(s[3] > s[0], "the salient channel is scaled up");

@@ -24,6 +24,8 @@ pub struct CalibSource {
     pub progress: bool,
     /// AWQ: also search clip ratios.
     pub awq_clip: bool,
+    /// AWQ: fold `1/s` into the previous op (sites that cannot be folded keep `s = 1`).
+    pub awq_fold: bool,
 }
 
 /// AWQ keeps at most this many input rows per site and layer for its loss.
@@ -82,6 +84,7 @@ pub fn run(
             group,
             stride,
             src.awq_clip,
+            src.awq_fold,
         )?;
         let refs: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
         model.observe_batch(&refs, &mut obs)?;

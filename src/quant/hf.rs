@@ -7,15 +7,16 @@
 //! | fp8 | F8_E4M3 `[out, in]` | F32 `[]` amax/448 | F32 `[]` act amax/448 | — |
 //! | int8_wo | I8 `[out, in]` | F32 `[out]` row amax/127 | — | — |
 //! | int8_sq | I8 `[out, in]` (of `W·diag(s)`) | F32 `[out]` | F32 `[]` | F32 `[in]` = 1/s on o_proj, down_proj |
-//! | int4_awq | U8 `[out/2, in]` (pairs of rows) | F32 `[out, in/group]` group amax/7 | — | F32 `[in]` = 1/s |
+//! | int4_awq | U8 `[out/2, in]` (pairs of rows) | F32 `[out, in/group]` group amax/7 | — | F32 `[in]` = 1/s (none with `--awq-fold`: folded into norms / v_proj, up_proj rows) |
 //! | int4_rtn | U8 `[out/2, in]` | F32 `[out, in/group]` | — | — |
 //!
 //! `config.json` gets `quantization_config` (`quant_method: "modelopt"`) and
 //! `hf_quant_config.json` is written beside it. Other tensors are copied byte for byte, except
 //! norms that absorbed a SmoothQuant factor (`norm / s`, in the norm's dtype).
 
-use super::producer::{ErrorSums, Part, QuantProducer};
+use super::producer::{ErrorSums, Part, QuantProducer, RowDivProducer};
 use super::scheme::QuantScheme;
+use super::transformers::{self, AwqGemmProducer, AwqPart, HfFormat};
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
 use crate::plan::{
@@ -36,6 +37,8 @@ pub struct LinearState {
     pub source_index: usize,
     /// Weight column multiplier `s` (SmoothQuant / AWQ).
     pub col_scale: Option<Arc<Vec<f32>>>,
+    /// Output-row divisor (a folded AWQ scale of the next linear: v_proj, up_proj).
+    pub row_divisor: Option<Arc<Vec<f32>>>,
     /// Written as `pre_quant_scale` (`1/s` where no norm absorbs it).
     pub pre_quant_scale: Option<Vec<f32>>,
     pub input_scale: Option<f32>,
@@ -51,8 +54,15 @@ pub struct HfJob<'a> {
     pub scheme: QuantScheme,
     pub group: usize,
     pub linears: &'a [LinearState],
-    /// Norm weights divided by a smoothing factor, by tensor name.
+    /// 1-D tensors (norm weights, biases) divided elementwise by a smoothing or folded AWQ
+    /// factor, by tensor name.
     pub norm_divisors: &'a BTreeMap<String, Vec<f32>>,
+    /// Unquantized 2-D weights whose output rows are divided (folded AWQ scales), by name.
+    pub divided_rows: &'a BTreeMap<String, Arc<Vec<f32>>>,
+    /// AWQ scales folded into the previous ops (no `pre_quant_scale`).
+    pub awq_fold: bool,
+    /// modelopt's layout or transformers' own ([`super::transformers`]).
+    pub format: HfFormat,
     /// Candidate linears left unquantized (listed in `exclude_modules`).
     pub excluded: &'a [String],
     pub max_shard_size: u64,
@@ -97,12 +107,79 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                     dtype,
                     part,
                     col_scale: l.col_scale.clone(),
+                    row_divisor: l.row_divisor.clone(),
                     clip: l.clip.clone(),
                     errors: errors.then(|| Arc::clone(&l.errors)),
                 })
             };
             let m = &l.module;
             let g = job.group;
+            if job.format == HfFormat::Transformers {
+                let awq = |part: AwqPart, errors: bool| -> Arc<dyn TensorProducer> {
+                    Arc::new(AwqGemmProducer {
+                        ckpt: Arc::clone(job.ckpt),
+                        src: src.clone(),
+                        dtype,
+                        part,
+                        group: g,
+                        col_scale: l.col_scale.clone(),
+                        row_divisor: l.row_divisor.clone(),
+                        clip: l.clip.clone(),
+                        errors: errors.then(|| Arc::clone(&l.errors)),
+                    })
+                };
+                let packed = out / transformers::AWQ_PACK;
+                let groups = cols / g as u64;
+                let tensors = match job.scheme {
+                    QuantScheme::Fp8 => {
+                        let scale = l.fp8_scale.unwrap_or(1.0);
+                        let shape = transformers::fp8_block_shape(out, cols);
+                        let blocks = (shape[0] * shape[1]) as usize;
+                        vec![
+                            (
+                                "weight",
+                                Dtype::F8E4M3,
+                                vec![out, cols],
+                                How::Produced(producer(Part::Fp8Codes { scale }, true), index),
+                            ),
+                            (
+                                "weight_scale_inv",
+                                Dtype::F32,
+                                shape,
+                                How::Inline(f32_bytes(&vec![scale; blocks])),
+                            ),
+                        ]
+                    }
+                    _ => vec![
+                        (
+                            "qweight",
+                            Dtype::I32,
+                            vec![cols, packed],
+                            How::Produced(awq(AwqPart::Qweight, true), index),
+                        ),
+                        (
+                            "qzeros",
+                            Dtype::I32,
+                            vec![groups, packed],
+                            How::Inline(
+                                kernels::cpu::awq_gemm::AWQ_ZERO_WORD
+                                    .to_le_bytes()
+                                    .repeat((groups * packed) as usize),
+                            ),
+                        ),
+                        (
+                            "scales",
+                            Dtype::F16,
+                            vec![groups, out],
+                            How::Produced(awq(AwqPart::Scales, false), index),
+                        ),
+                    ],
+                };
+                for (suffix, dtype, shape, h) in tensors {
+                    add(&mut specs, format!("{m}.{suffix}"), dtype, shape, h);
+                }
+                continue;
+            }
             match job.scheme {
                 QuantScheme::Fp8 => {
                     let scale = l.fp8_scale.unwrap_or(1.0);
@@ -193,6 +270,20 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                 src.shape.clone(),
                 How::Inline(bytes),
             );
+        } else if let Some(div) = job.divided_rows.get(&src.name) {
+            let rows: Arc<dyn TensorProducer> = Arc::new(RowDivProducer {
+                ckpt: Arc::clone(job.ckpt),
+                src: src.clone(),
+                dtype,
+                divisor: Arc::clone(div),
+            });
+            add(
+                &mut specs,
+                src.name.clone(),
+                dtype,
+                src.shape.clone(),
+                How::Produced(rows, index),
+            );
         } else {
             add(
                 &mut specs,
@@ -234,21 +325,32 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
         .map_err(|e| formats::FormatError::io(&config_path, "read", e))?;
     let mut config: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::config(&config_path, format!("invalid JSON: {e}")))?;
-    if let Some(obj) = config.as_object_mut() {
-        let mut qc = json!({ "quant_method": "modelopt" });
-        if let (Some(qc), Some(q)) = (qc.as_object_mut(), quant.as_object()) {
-            qc.extend(q.clone());
+    let qc = match job.format {
+        HfFormat::Modelopt => {
+            let mut qc = json!({ "quant_method": "modelopt" });
+            if let (Some(qc), Some(q)) = (qc.as_object_mut(), quant.as_object()) {
+                qc.extend(q.clone());
+            }
+            qc
         }
+        HfFormat::Transformers => {
+            transformers::quantization_config(job.scheme, job.group, job.excluded)
+        }
+    };
+    if let Some(obj) = config.as_object_mut() {
         obj.insert("quantization_config".into(), qc);
     }
     side_files.push(SideFile::json("config.json", &config));
-    side_files.push(SideFile::json(
-        "hf_quant_config.json",
-        &json!({
-            "producer": { "name": "ckpt-opt", "version": env!("CARGO_PKG_VERSION") },
-            "quantization": quant,
-        }),
-    ));
+    // vLLM and TensorRT-LLM take a folder with hf_quant_config.json for modelopt's layout.
+    if job.format == HfFormat::Modelopt {
+        side_files.push(SideFile::json(
+            "hf_quant_config.json",
+            &json!({
+                "producer": { "name": "ckpt-opt", "version": env!("CARGO_PKG_VERSION") },
+                "quantization": quant,
+            }),
+        ));
+    }
     side_files.extend(crate::convert::carried_files(&root)?);
     Ok(Plan {
         job: format!(
@@ -276,10 +378,8 @@ fn quantization_fields(job: &HfJob) -> serde_json::Value {
         if let Some(o) = q.as_object_mut() {
             o.insert("group_size".into(), json!(job.group));
             o.insert("has_zero_point".into(), json!(false));
-            o.insert(
-                "pre_quant_scale".into(),
-                json!(job.scheme == QuantScheme::Int4Awq),
-            );
+            let kept = job.scheme == QuantScheme::Int4Awq && !job.awq_fold;
+            o.insert("pre_quant_scale".into(), json!(kept));
         }
     }
     q

@@ -14,6 +14,7 @@ pub mod report;
 pub mod scheme;
 pub mod select;
 pub mod smoothquant;
+pub mod transformers;
 pub mod trtllm;
 
 use crate::checkpoint::Checkpoint;
@@ -49,6 +50,8 @@ pub struct QuantizeOptions {
     pub exec: ExecOptions,
     /// Where the quantized model goes.
     pub output: QuantOutput,
+    /// The layout of a Hugging Face output (`--hf-format`).
+    pub hf_format: transformers::HfFormat,
 }
 
 /// The layout `quantize` writes.
@@ -101,6 +104,34 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
     if let QuantOutput::Trtllm(par) = opts.output {
         trtllm::check_request(&cfg, scheme, group as u64, par, opts.eval_data.is_some())?;
     }
+    let transformers = opts.hf_format == transformers::HfFormat::Transformers;
+    if transformers {
+        if matches!(opts.output, QuantOutput::Trtllm(_)) {
+            return Err(Error::Usage(
+                "--hf-format applies to Hugging Face output, not --format trtllm".into(),
+            ));
+        }
+        transformers::check_scheme(scheme)?;
+    }
+    // AutoAWQ's GEMM layout has no pre-quant scale: transformers' AWQ implies the fold.
+    let mut calib_source = opts.calib.clone();
+    calib_source.awq_fold |= transformers && scheme.is_int4();
+    let opts = &QuantizeOptions {
+        calib: calib_source,
+        ..opts.clone()
+    };
+    if opts.calib.awq_fold && !scheme.is_int4() {
+        return Err(Error::Usage(format!(
+            "--awq-fold applies to int4_awq and int4_rtn, not {}",
+            scheme.name()
+        )));
+    }
+    if opts.calib.awq_fold && matches!(opts.output, QuantOutput::Trtllm(_)) {
+        return Err(Error::Usage(
+            "--awq-fold applies to Hugging Face output; TensorRT-LLM keeps AWQ's pre_quant_scale"
+                .into(),
+        ));
+    }
     if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
         return Err(Error::Usage(format!(
             "--awq-clip applies to int4_awq, not {}",
@@ -131,6 +162,12 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                     t.shape[1]
                 )));
             }
+            if transformers && !t.shape[0].is_multiple_of(transformers::AWQ_PACK) {
+                return Err(fail(format!(
+                    "{} output rows: AWQ's qweight packs 8 output channels per int32",
+                    t.shape[0]
+                )));
+            }
             if !t.shape[0].is_multiple_of(2) {
                 return Err(fail(format!(
                     "{} output rows: INT4 packs pairs of rows, so the count must be even",
@@ -144,13 +181,17 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
 
     let started = Instant::now();
     let calibration = calib::run(scheme, &ckpt, &cfg, &opts.calib, &modules, group)?;
+    // 1-D tensors (norms, biases) divided elementwise, and unquantized 2-D weights whose
+    // rows are divided, by a smoothing or folded AWQ factor.
     let mut norm_divisors = BTreeMap::new();
+    let mut divided_rows = BTreeMap::new();
     let mut linears: Vec<LinearState> = selected
         .iter()
         .map(|(m, i)| LinearState {
             module: m.clone(),
             source_index: *i,
             col_scale: None,
+            row_divisor: None,
             pre_quant_scale: None,
             input_scale: None,
             fp8_scale: None,
@@ -180,17 +221,31 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         }
         (Calibration::Awq(choices, clips), _) => {
             let mut seen = std::collections::BTreeSet::new();
+            let mut folds = Vec::new();
             for l in linears.iter_mut() {
                 l.clip = clips.get(&l.module).cloned().map(Arc::new);
                 if let Some(c) = choices.get(&l.module) {
                     if c.ratio.is_some() {
-                        l.pre_quant_scale = Some(c.scale.iter().map(|s| 1.0 / s).collect());
+                        if !opts.calib.awq_fold {
+                            l.pre_quant_scale = Some(c.scale.iter().map(|s| 1.0 / s).collect());
+                        }
                         l.col_scale = Some(Arc::new(c.scale.clone()));
                     }
                     if seen.insert(c.modules.clone()) {
                         awq_choices.push(c.clone());
+                        if opts.calib.awq_fold && c.ratio.is_some() {
+                            folds.push(c.clone());
+                        }
                     }
                 }
+            }
+            for c in folds {
+                let target = awq::fold_target(&cfg, &c.modules[0]);
+                let divided = Divided {
+                    vectors: &mut norm_divisors,
+                    rows: &mut divided_rows,
+                };
+                fold_awq_scale(&ckpt, target, &c, &mut linears, divided)?;
             }
         }
         _ => {}
@@ -205,6 +260,9 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 group,
                 linears: &linears,
                 norm_divisors: &norm_divisors,
+                divided_rows: &divided_rows,
+                awq_fold: opts.calib.awq_fold,
+                format: opts.hf_format,
                 excluded: &excluded,
                 max_shard_size: opts.max_shard_size,
                 output,
@@ -264,6 +322,89 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         awq: awq_choices,
         model,
     })
+}
+
+/// Where folded factors go: 1-D tensors divided elementwise, unquantized 2-D weights whose rows
+/// are divided.
+struct Divided<'a> {
+    vectors: &'a mut BTreeMap<String, Vec<f32>>,
+    rows: &'a mut BTreeMap<String, Arc<Vec<f32>>>,
+}
+
+/// `--awq-fold`: the site's linears quantize `W·diag(s)` and `1/s` goes into the op before
+/// them (AutoAWQ `scale_ln_fcs`: norm `/ s`; `scale_fc_fc`: the previous linear's output rows
+/// and bias `/ s`), in the tensor's own dtype.
+fn fold_awq_scale(
+    ckpt: &Checkpoint,
+    target: Option<awq::FoldTarget>,
+    choice: &awq::AwqChoice,
+    linears: &mut [LinearState],
+    divided: Divided,
+) -> Result<()> {
+    let Some(target) = target else {
+        // The observer only searches foldable sites; a site without a target keeps s = 1.
+        for l in linears
+            .iter_mut()
+            .filter(|l| choice.modules.contains(&l.module))
+        {
+            l.col_scale = None;
+        }
+        return Ok(());
+    };
+    let sources = ckpt.tensors();
+    let find = |name: &str| sources.iter().find(|t| t.name == name);
+    let fits = |name: &str, rows: u64| -> Result<bool> {
+        let Some(t) = find(name) else {
+            return Ok(false);
+        };
+        if t.shape.first() != Some(&rows) {
+            return Err(Error::tensor(
+                &ckpt.file_paths()[t.file],
+                name,
+                format!(
+                    "shape {:?}: cannot fold an AWQ scale of {rows} channels into it",
+                    t.shape
+                ),
+            ));
+        }
+        Ok(true)
+    };
+    let s = choice.scale.clone();
+    let n = s.len() as u64;
+    match target {
+        awq::FoldTarget::Norm(norm) => {
+            if !fits(&norm, n)? {
+                return Err(Error::tensor(
+                    ckpt.display_path(),
+                    &norm,
+                    "missing: --awq-fold divides it by the AWQ scale",
+                ));
+            }
+            divided.vectors.insert(norm, s);
+        }
+        awq::FoldTarget::Rows(module) => {
+            let weight = format!("{module}.weight");
+            if !fits(&weight, n)? {
+                return Err(Error::tensor(
+                    ckpt.display_path(),
+                    &weight,
+                    "missing: --awq-fold divides its rows by the AWQ scale",
+                ));
+            }
+            let bias = format!("{module}.bias");
+            if fits(&bias, n)? {
+                divided.vectors.insert(bias, s.clone());
+            }
+            let s = Arc::new(s);
+            match linears.iter_mut().find(|l| l.module == module) {
+                Some(l) => l.row_divisor = Some(s),
+                None => {
+                    divided.rows.insert(weight, s);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Rows decoded per step of a plan-time read pass (bounds its memory to a few MiB per thread).

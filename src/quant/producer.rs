@@ -34,7 +34,7 @@ pub enum Part {
 pub struct ErrorSums(Mutex<BTreeMap<u64, (f64, f64)>>);
 
 impl ErrorSums {
-    fn add(&self, first_row: u64, signal: f64, noise: f64) {
+    pub(crate) fn add(&self, first_row: u64, signal: f64, noise: f64) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
         m.insert(first_row, (signal, noise));
     }
@@ -53,6 +53,8 @@ pub struct QuantProducer {
     pub part: Part,
     /// Column multiplier `s` (SmoothQuant / AWQ); the effective weight is `ŵ / s`.
     pub col_scale: Option<Arc<Vec<f32>>>,
+    /// Output-row divisor (a folded AWQ scale); the effective weight is `ŵ · d_row`.
+    pub row_divisor: Option<Arc<Vec<f32>>>,
     /// INT4 clip ratios `[out, in / group]` (AWQ clip search); `None`: ratio 1.
     pub clip: Option<Arc<Vec<f32>>>,
     /// Where the codes producer adds its error sums (`None` for scale producers).
@@ -111,6 +113,11 @@ impl QuantProducer {
                 row.iter_mut().zip(s.iter()).for_each(|(v, s)| *v *= s);
             }
         }
+        if let Some(d) = &self.row_divisor {
+            for (row, d) in w.chunks_exact_mut(cols).zip(&d[first as usize..]) {
+                row.iter_mut().for_each(|v| *v /= d);
+            }
+        }
         Ok(w)
     }
 
@@ -144,7 +151,11 @@ impl QuantProducer {
         };
         let cols = self.cols() as usize;
         let (mut signal, mut noise) = (0.0f64, 0.0f64);
-        for (w, q) in scaled.chunks_exact(cols).zip(deq.chunks_exact(cols)) {
+        for (r, (w, q)) in scaled
+            .chunks_exact(cols)
+            .zip(deq.chunks_exact(cols))
+            .enumerate()
+        {
             let (mut a2, mut d2) = (0.0f32, 0.0f32);
             match &self.col_scale {
                 None => {
@@ -161,8 +172,13 @@ impl QuantProducer {
                     }
                 }
             }
-            signal += f64::from(a2);
-            noise += f64::from(d2);
+            // Rows divided by a folded scale count at their original size.
+            let d = self
+                .row_divisor
+                .as_ref()
+                .map_or(1.0, |d| f64::from(d[first as usize + r]));
+            signal += f64::from(a2) * d * d;
+            noise += f64::from(d2) * d * d;
         }
         errors.add(first, signal, noise);
     }
@@ -226,7 +242,7 @@ impl TensorProducer for QuantProducer {
                 int4::pack_int4_row_pairs(&codes, cols, dst);
                 let mut deq = vec![0.0f32; w.len()];
                 int4::dequantize_int4_group_rows(&codes, group, &scales, &mut deq);
-                self.record(first_row, &w, &deq);
+                self.record(2 * first_row, &w, &deq);
             }
             Part::Int4Scales { group } => {
                 let w = self.source_rows(first_row, rows)?;
@@ -247,5 +263,54 @@ impl TensorProducer for QuantProducer {
 fn write_f32(values: &[f32], dst: &mut [u8]) {
     for (d, v) in dst.chunks_exact_mut(4).zip(values) {
         d.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// An unquantized weight whose output rows are divided by a folded AWQ scale (AutoAWQ
+/// `scale_fc_fc` on a linear left out of quantization), re-encoded in its own dtype.
+pub struct RowDivProducer {
+    pub ckpt: Arc<Checkpoint>,
+    pub src: SourceTensor,
+    pub dtype: Dtype,
+    pub divisor: Arc<Vec<f32>>,
+}
+
+impl std::fmt::Debug for RowDivProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowDivProducer")
+            .field("src", &self.src.name)
+            .finish()
+    }
+}
+
+impl TensorProducer for RowDivProducer {
+    fn rows(&self) -> u64 {
+        self.src.shape[0]
+    }
+
+    fn row_bytes(&self) -> u64 {
+        self.src.shape[1] * self.dtype.size() as u64
+    }
+
+    fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
+        let row_bytes = self.row_bytes() as usize;
+        let (from, len) = (first_row as usize * row_bytes, rows as usize * row_bytes);
+        let path = || self.ckpt.file_paths()[self.src.file].clone();
+        let fail = |e: kernels::KernelError| Error::tensor(path(), &self.src.name, e.to_string());
+        let mut w = vec![0.0f32; len / self.dtype.size()];
+        kernels::cpu::cast::decode_f32(
+            &self.ckpt.bytes(&self.src)[from..from + len],
+            self.dtype,
+            &mut w,
+        )
+        .map_err(fail)?;
+        let cols = self.src.shape[1] as usize;
+        for (row, d) in w
+            .chunks_exact_mut(cols)
+            .zip(&self.divisor[first_row as usize..])
+        {
+            row.iter_mut().for_each(|v| *v /= d);
+        }
+        kernels::cpu::cast::encode_f32(&w, self.dtype, dst).map_err(fail)
     }
 }

@@ -303,6 +303,7 @@ fn quantized_tensors(
                         dtype,
                         part: p,
                         col_scale: b.linear.col_scale.clone(),
+                        row_divisor: b.linear.row_divisor.clone(),
                         clip: b.linear.clip.clone(),
                         errors: matches!(
                             p,

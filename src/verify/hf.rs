@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Tensors a quantized HF export adds beside a linear's weight (modelopt's unified HF layout,
 /// `modelopt/torch/export/unified_export_hf.py`; transformers' FP8/AWQ loaders).
-const SCALE_SUFFIXES: [&str; 8] = [
+const SCALE_SUFFIXES: [&str; 9] = [
     ".weight_scale",
     ".weight_scale_2",
     ".input_scale",
@@ -19,7 +19,13 @@ const SCALE_SUFFIXES: [&str; 8] = [
     ".v_scale",
     ".weight_zero_point",
     ".weight_scale_inv",
+    // AutoAWQ GEMM (`WQLinear_GEMM`): f16 `scales` beside `qweight` / `qzeros`.
+    ".scales",
 ];
+
+/// AutoAWQ GEMM tensors that stand for a linear's `weight`: `qweight` I32 `[in, out / 8]`,
+/// `qzeros` I32 `[in / group, out / 8]`.
+const AWQ_PACKED_SUFFIXES: [&str; 2] = [".qweight", ".qzeros"];
 
 pub(super) fn check(path: &Path, opts: &VerifyOptions) -> Findings {
     let mut f = Findings::default();
@@ -68,7 +74,23 @@ pub(super) fn check(path: &Path, opts: &VerifyOptions) -> Findings {
                     expected.insert(want.name.clone());
                     let Some(&i) = by_name.get(want.name.as_str()) else {
                         let tied_head = want.name == "lm_head.weight" && cfg.tie_word_embeddings;
-                        if !tied_head {
+                        let module = want.name.strip_suffix(".weight").unwrap_or(&want.name);
+                        if let Some(&q) = by_name.get(format!("{module}.qweight").as_str()) {
+                            let packed = match want.shape[..] {
+                                [out, cols] => vec![cols, out / 8],
+                                _ => want.shape.clone(),
+                            };
+                            if tensors[q].shape != packed {
+                                f.tensor(
+                                    file_of(q),
+                                    &tensors[q].name,
+                                    format!(
+                                        "shape {:?}, config.json implies {packed:?} (AWQ GEMM)",
+                                        tensors[q].shape
+                                    ),
+                                );
+                            }
+                        } else if !tied_head {
                             f.tensor(path, &want.name, "missing (config.json expects it)");
                         }
                         continue;
@@ -92,6 +114,7 @@ pub(super) fn check(path: &Path, opts: &VerifyOptions) -> Findings {
                 for t in &tensors {
                     let known = expected.contains(&t.name)
                         || (quantized && is_scale(&t.name))
+                        || (quantized && AWQ_PACKED_SUFFIXES.iter().any(|s| t.name.ends_with(s)))
                         || crate::model::names::is_skipped_hf_tensor(&t.name);
                     if !known {
                         f.tensor(

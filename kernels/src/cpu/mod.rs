@@ -6,7 +6,8 @@
 //! - [`f8`]: the FP8 (OCP E4M3FN / E5M2) element codecs used by [`cast`].
 //! - [`fp8_quant`], [`int8`], [`int4`]: weight quantizers (per-tensor FP8, per-channel INT8,
 //!   group-wise INT4 with modelopt's nibble packing), each with its dequantizer; [`scale`]
-//!   holds their shared scale floor.
+//!   holds their shared scale floor; [`awq_gemm`] writes INT4 in AutoAWQ's GEMM layout.
+pub mod awq_gemm;
 pub mod cast;
 pub mod f8;
 pub mod fp8_quant;
