@@ -342,3 +342,100 @@ fn awq_ranks_hold_exactly_the_hf_quantize_codes_cut_per_rank() {
         }
     }
 }
+
+/// FP8 rank files hold exactly the codes `quantize --quant fp8` writes (row-parallel ranks
+/// quantize only their columns), and the quality report (summed over column windows) is the
+/// one of whole rows.
+#[test]
+fn fp8_ranks_hold_exactly_the_hf_quantize_codes_and_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let calib = ["--calib-data", s(&text), "--calib-samples", "4"];
+    let hf = dir.path().join("hf");
+    let mut args = vec!["--json", "quantize", s(&m), s(&hf), "--quant", "fp8"];
+    args.extend_from_slice(&calib);
+    let hf_report: Value = serde_json::from_str(&ok(&args)).expect("report JSON");
+    let tl = dir.path().join("tl");
+    let mut args = vec![
+        "--json",
+        "convert",
+        s(&m),
+        s(&tl),
+        "--format",
+        "trtllm",
+        "--quant",
+        "fp8",
+        "--tp",
+        "2",
+    ];
+    args.extend_from_slice(&calib);
+    let tl_report: Value = serde_json::from_str(&ok(&args)).expect("report JSON");
+    for (a, b) in hf_report["tensors"]
+        .as_array()
+        .expect("tensors")
+        .iter()
+        .zip(tl_report["tensors"].as_array().expect("tensors"))
+    {
+        // q/k/v share the max of their scales in the fused qkv (modelopt `QKVConfig`).
+        if ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .any(|p| a["name"].as_str().is_some_and(|n| n.contains(p)))
+        {
+            continue;
+        }
+        let (x, y) = (a["rel_error"].as_f64(), b["rel_error"].as_f64());
+        let (x, y) = (x.expect("rel_error"), y.expect("rel_error"));
+        assert!((x - y).abs() <= 1e-6 * x, "{}: {x} vs {y}", a["name"]);
+    }
+    let hf_file = hf.join("model.safetensors");
+    let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
+    let (_, want) = tensor(&hf_file, "model.layers.1.mlp.gate_proj.weight");
+    let name = "transformer.layers.1.mlp.fc.weight";
+    assert!([rank(0, name).1, rank(1, name).1].concat() == want);
+    let (shape, want) = tensor(&hf_file, "model.layers.0.mlp.down_proj.weight");
+    let row = shape[1] as usize;
+    for r in 0..2 {
+        let expect: Vec<u8> = want
+            .chunks(row)
+            .flat_map(|w| w[r * row / 2..(r + 1) * row / 2].to_vec())
+            .collect();
+        assert!(rank(r, "transformer.layers.0.mlp.proj.weight").1 == expect);
+    }
+}
+
+#[test]
+fn fp8_export_of_a_nan_weight_names_tensor_row_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = common::with_nan(
+        "llama-tied",
+        "model.layers.0.self_attn.o_proj.weight",
+        dir.path(),
+    );
+    let out = dir.path().join("out");
+    let text = common::sample_text();
+    let e = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&out),
+            "--format",
+            "trtllm",
+            "--quant",
+            "fp8",
+            "--tp",
+            "2",
+            "--calib-data",
+            s(&text),
+            "--calib-samples",
+            "2",
+        ],
+        1,
+    );
+    assert!(
+        e.contains("model.layers.0.self_attn.o_proj.weight")
+            && e.contains("NaN at row 0, column 3"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}

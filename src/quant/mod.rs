@@ -309,17 +309,52 @@ fn for_each_row_chunk(
     Ok(())
 }
 
-/// FP8 per-tensor weight scales: one read pass per weight (in parallel over tensors).
+/// FP8 per-tensor weight scales: one read pass per weight over its encoded bytes (in parallel
+/// over tensors; [`kernels::cpu::fp8_quant::amax_encoded`] also refuses NaN / ±Inf, which the
+/// streaming pass then need not check).
 fn fp8_weight_scales(ckpt: &Checkpoint, linears: &mut [LinearState]) -> Result<()> {
+    use kernels::cpu::fp8_quant::{amax_encoded, fp8_scale, Amax};
     let sources = ckpt.tensors();
     let scales = linears
         .par_iter()
         .map(|l| {
+            let src = &sources[l.source_index];
+            let path = &ckpt.file_paths()[src.file];
+            let dtype = src
+                .ty
+                .dense()
+                .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, src, "quantized"))?;
+            let cols = src.shape.last().copied().unwrap_or(1) as usize;
+            let row_bytes = (cols * dtype.size()).max(1);
+            let per = (PASS_ROWS_BYTES / row_bytes).max(1) * row_bytes;
             let mut amax = 0.0f32;
-            for_each_row_chunk(ckpt, &sources[l.source_index], |w| {
-                amax = amax.max(kernels::cpu::scale::amax(w))
-            })?;
-            Ok(kernels::cpu::fp8_quant::fp8_scale(amax))
+            for (c, chunk) in ckpt.bytes(src).chunks(per).enumerate() {
+                match amax_encoded(chunk, dtype)
+                    .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?
+                {
+                    Amax::Finite(m) => amax = amax.max(m),
+                    Amax::NotFinite(i) => {
+                        let at = c * per / dtype.size() + i;
+                        let mut v = [0f32; 1];
+                        let b = &chunk[i * dtype.size()..(i + 1) * dtype.size()];
+                        kernels::cpu::cast::decode_f32(b, dtype, &mut v)
+                            .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?;
+                        return Err(Error::tensor(
+                            path,
+                            &src.name,
+                            format!(
+                                "{} at row {}, column {}: cannot quantize",
+                                v[0],
+                                at / cols,
+                                at % cols
+                            ),
+                        ));
+                    }
+                }
+                ckpt.mapped(src.file)
+                    .release(src.start + (c * per) as u64, chunk.len() as u64);
+            }
+            Ok(fp8_scale(amax))
         })
         .collect::<Result<Vec<f32>>>()?;
     linears

@@ -540,6 +540,8 @@ impl TensorProducer for ShardedQuant {
                 let inner_first = p.first + (from - start);
                 if inner_rb == rb {
                     p.inner.produce(inner_first, n, out)?;
+                } else if p.inner.produce_columns(inner_first, n, p.col_byte, out)? {
+                    // Elementwise (FP8): only this rank's columns were read and quantized.
                 } else {
                     let mut whole = vec![0u8; n as usize * inner_rb];
                     p.inner.produce(inner_first, n, &mut whole)?;
