@@ -20,7 +20,7 @@ fn export(model: &Path, out: &Path, scheme: &str, extra: &[&str]) {
         "--quant",
         scheme,
     ];
-    if matches!(scheme, "fp8" | "int4_awq") {
+    if matches!(scheme, "fp8" | "int8_sq" | "int4_awq") {
         args.extend_from_slice(&["--calib-data", s(&text), "--calib-samples", "4"]);
     }
     args.extend_from_slice(extra);
@@ -54,7 +54,7 @@ fn config(out: &Path) -> Value {
 fn every_scheme_and_tp_dequantizes_within_its_bound_in_numpy() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = fixture("llama-gqa");
-    for scheme in ["fp8", "int8_wo", "int4_awq", "int4_rtn"] {
+    for scheme in ["fp8", "int8_wo", "int8_sq", "int4_awq", "int4_rtn"] {
         for tp in ["1", "2"] {
             let out = dir.path().join(format!("{scheme}-tp{tp}"));
             export(&m, &out, scheme, &["--tp", tp, "--group-size", "64"]);
@@ -233,9 +233,6 @@ fn refusals_name_the_problem_and_leave_nothing() {
         e.contains("model.layers.0.self_attn.q_proj.weight") && e.contains("attention.qkv"),
         "{e}"
     );
-    let text = common::sample_text();
-    let e = run(&["int8_sq", "--calib-data", s(&text)], 2);
-    assert!(e.contains("int8_sq") && e.contains("--format hf"), "{e}");
     let e = run(&["int8_wo", "--tp", "3"], 2);
     assert!(e.contains("tp 3"), "{e}");
     let e = run(&["int8_wo", "--max-shard-size", "1MB"], 2);
@@ -438,4 +435,94 @@ fn fp8_export_of_a_nan_weight_names_tensor_row_and_column() {
         "{e}"
     );
     assert!(!out.exists());
+}
+
+/// W8A8_SQ_PER_CHANNEL holds the codes and row scales `quantize --quant int8_sq` writes to the HF
+/// layout (same calibration), cut per rank; the smoothing the HF layout folds into the norms is
+/// each linear's `prequant_scaling_factor` instead (= HF smoothed norm / input norm).
+#[test]
+fn int8_sq_ranks_hold_the_hf_codes_and_the_unfolded_smoothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let calib = ["--calib-data", s(&text), "--calib-samples", "4"];
+    let hf = dir.path().join("hf");
+    let mut args = vec!["quantize", s(&m), s(&hf), "--quant", "int8_sq"];
+    args.extend_from_slice(&calib);
+    ok(&args);
+    let tl = dir.path().join("tl");
+    export(&m, &tl, "int8_sq", &["--tp", "2"]);
+    let hf_file = hf.join("model.safetensors");
+    let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let bf16s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(2)
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .collect()
+    };
+    // Column-parallel codes and scales: the ranks' rows one after the other.
+    for (hf_name, tl_name) in [
+        (
+            "model.layers.1.mlp.up_proj.weight",
+            "transformer.layers.1.mlp.gate.weight",
+        ),
+        (
+            "model.layers.1.mlp.up_proj.weight_scale",
+            "transformer.layers.1.mlp.gate.weights_scaling_factor",
+        ),
+    ] {
+        let (_, want) = tensor(&hf_file, hf_name);
+        assert!(
+            [rank(0, tl_name).1, rank(1, tl_name).1].concat() == want,
+            "{tl_name}"
+        );
+    }
+    // Row-parallel: half of every row; the pre-quant scale split with the columns.
+    let (shape, want) = tensor(&hf_file, "model.layers.0.mlp.down_proj.weight");
+    let (_, pqs) = tensor(&hf_file, "model.layers.0.mlp.down_proj.pre_quant_scale");
+    let row = shape[1] as usize;
+    for r in 0..2 {
+        let expect: Vec<u8> = want
+            .chunks(row)
+            .flat_map(|w| w[r * row / 2..(r + 1) * row / 2].to_vec())
+            .collect();
+        assert!(rank(r, "transformer.layers.0.mlp.proj.weight").1 == expect);
+        let got = rank(r, "transformer.layers.0.mlp.proj.prequant_scaling_factor").1;
+        assert!(
+            got == pqs[r * row * 2..(r + 1) * row * 2],
+            "rank{r} proj pqs"
+        );
+    }
+    // q/k/v: the HF layout divides input_layernorm by s; here the norm is the input's and
+    // every rank's qkv carries 1/s (within the bf16 rounding of the HF norm).
+    let (_, norm) = tensor(
+        &m.join("model-00001-of-00002.safetensors"),
+        "model.layers.0.input_layernorm.weight",
+    );
+    let (_, smoothed) = tensor(&hf_file, "model.layers.0.input_layernorm.weight");
+    let (norm, smoothed) = (bf16s(&norm), bf16s(&smoothed));
+    for r in 0..2 {
+        let (_, tl_norm) = rank(r, "transformer.layers.0.input_layernorm.weight");
+        assert_eq!(bf16s(&tl_norm), norm, "rank{r} norm changed");
+        let pqs = f32s(
+            &rank(
+                r,
+                "transformer.layers.0.attention.qkv.prequant_scaling_factor",
+            )
+            .1,
+        );
+        for ((p, n), s) in pqs.iter().zip(&norm).zip(&smoothed) {
+            let want = s / n;
+            assert!(
+                (p - want).abs() <= 2f32.powi(-7) * want.abs(),
+                "{p} vs {want}"
+            );
+        }
+    }
+    let c = config(&tl);
+    assert_eq!(c["quantization"]["quant_algo"], "W8A8_SQ_PER_CHANNEL");
 }

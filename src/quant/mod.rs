@@ -195,6 +195,16 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         }
         _ => {}
     }
+    if let (QuantOutput::Trtllm(_), QuantScheme::Int8Sq) = (opts.output, scheme) {
+        // TensorRT-LLM multiplies every SmoothQuant linear's input by its
+        // `prequant_scaling_factor` and has no norm absorbing it (see `trtllm`): the sites
+        // folded into a norm in the HF layout get `1/s` here instead, the norms stay as they are.
+        for l in linears.iter_mut() {
+            if let (Some(s), None) = (&l.col_scale, &l.pre_quant_scale) {
+                l.pre_quant_scale = Some(s.iter().map(|v| 1.0 / v).collect());
+            }
+        }
+    }
     let calibration_seconds = started.elapsed().as_secs_f64();
 
     let stats = match opts.output {

@@ -49,11 +49,6 @@ pub fn check_request(
     par: Parallel,
     eval_data: bool,
 ) -> Result<()> {
-    if scheme == QuantScheme::Int8Sq {
-        return Err(Error::Usage(
-            "--quant int8_sq is not written in the TensorRT-LLM layout (its smoothing factors are folded into norms, which TensorRT-LLM's W8A8_SQ_PER_CHANNEL does not read): use --format hf".into(),
-        ));
-    }
     if eval_data {
         return Err(Error::Usage(
             "--eval-data applies to hf output: evaluate a TensorRT-LLM export's quantization with `quantize` to hf (same calibration, same weights)".into(),
@@ -269,6 +264,7 @@ impl Made {
 /// | FP8 | F8_E4M3 `[out, in]` | `weights_scaling_factor` F32 `[]`, `activation_scaling_factor` F32 `[]` (max over fused q/k/v) |
 /// | W8A16 | I8 `[out, in]` | `weights_scaling_factor` F32 `[out]` (modelopt's name for its `[out, in]` codes) |
 /// | W4A16_AWQ | I8 `[out/2, in]` (rows 2i, 2i+1 in the low, high nibble) | `weights_scaling_factor` F32 `[out, in/group]`, `prequant_scaling_factor` F32 `[in]` (AWQ only) |
+/// | W8A8_SQ_PER_CHANNEL | I8 `[out, in]` (of `W·diag(s)`) | `weights_scaling_factor` F32 `[out]`, `activation_scaling_factor` F32 `[]` (max over fused linears), `prequant_scaling_factor` F32 `[in]` = `1/s` |
 fn quantized_tensors(
     job: &TrtllmJob,
     t: &StoredTensor,
@@ -434,9 +430,43 @@ fn quantized_tensors(
             }
         }
         QuantScheme::Int8Sq => {
-            return Err(Error::Usage(
-                "--quant int8_sq is not written in the TensorRT-LLM layout".into(),
-            ))
+            // TensorRT-LLM's `Int8SmoothQuantLinear` / `Int8SmoothQuantRowLinear`
+            // (`quantization/layers.py`, made by `quantize.py` `smooth_quantize_ootb` for
+            // W8A8_SQ_PER_CHANNEL): `weight` int8 [out, in], `weights_scaling_factor` [out],
+            // `activation_scaling_factor` (per tensor) and `prequant_scaling_factor` [in], which
+            // its forward multiplies into the input on every linear (`x = mul(x, pqs)`) — so
+            // the smoothing `1/s` is written per linear and no norm is changed.
+            let codes = sharded(Part::Int8Codes, 1, 1);
+            let scales = sharded(Part::Int8Scales, 4, 0);
+            let act = blocks
+                .iter()
+                .map(|b| b.linear.input_scale.unwrap_or(1.0))
+                .fold(0.0f32, f32::max);
+            let pqs = prequant_scale(blocks, width, &fail)?;
+            add(
+                format!("{m}.weight"),
+                Dtype::I8,
+                vec![rows, width],
+                Made::new(source("weight"), Arc::new(codes)),
+            );
+            add(
+                format!("{m}.weights_scaling_factor"),
+                Dtype::F32,
+                vec![rows],
+                Made::new(source("weight_scale"), Arc::new(scales)),
+            );
+            add(
+                format!("{m}.activation_scaling_factor"),
+                Dtype::F32,
+                vec![],
+                Made::inline(&[act]),
+            );
+            add(
+                format!("{m}.prequant_scaling_factor"),
+                Dtype::F32,
+                vec![width],
+                Made::inline(&pqs),
+            );
         }
     }
     Ok(())
@@ -582,8 +612,7 @@ mod tests {
         );
         // INT8 has no groups.
         assert!(check_request(&cfg(), QuantScheme::Int8Wo, 128, par(2), false).is_ok());
-        let e = check_request(&cfg(), QuantScheme::Int8Sq, 128, par(1), false).unwrap_err();
-        assert!(e.to_string().contains("--format hf"), "{e}");
+        assert!(check_request(&cfg(), QuantScheme::Int8Sq, 128, par(2), false).is_ok());
         let e = check_request(&cfg(), QuantScheme::Fp8, 128, par(1), true).unwrap_err();
         assert!(e.to_string().contains("--eval-data"), "{e}");
         assert!(check_request(&cfg(), QuantScheme::Fp8, 128, par(3), false).is_err());
