@@ -526,3 +526,89 @@ fn int8_sq_ranks_hold_the_hf_codes_and_the_unfolded_smoothing() {
     let c = config(&tl);
     assert_eq!(c["quantization"]["quant_algo"], "W8A8_SQ_PER_CHANNEL");
 }
+
+/// `--kv-cache fp8`: the scales are max |K| (after RoPE) and max |V| over the calibration
+/// tokens / 448, checked against a float64 numpy forward over the same windows
+/// (`check_kv_scales.py`): per layer `kv_cache_scaling_factor` replicated over the tp ranks
+/// (trtllm, fp8 tp 2 × pp 2 from `--calib-stats`), `k_proj.k_scale` / `v_proj.v_scale` (hf,
+/// int4_rtn, whose own scheme needs no calibration, from `--calib-data`); both verify.
+#[test]
+fn fp8_kv_cache_scales_match_a_numpy_forward() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let windows = dir.path().join("windows.json");
+    let stats = dir.path().join("stats.safetensors");
+    let sampling = ["--calib-samples", "3", "--calib-seq-len", "32"];
+    let mut args = vec!["calibrate", s(&m), "--data", s(&text), "-o", s(&stats)];
+    args.extend_from_slice(&["--dump-windows", s(&windows)]);
+    args.extend_from_slice(&sampling);
+    ok(&args);
+    let tl = dir.path().join("tl");
+    ok(&[
+        "convert",
+        s(&m),
+        s(&tl),
+        "--format",
+        "trtllm",
+        "--quant",
+        "fp8",
+        "--tp",
+        "2",
+        "--pp",
+        "2",
+        "--calib-stats",
+        s(&stats),
+        "--kv-cache",
+        "fp8",
+    ]);
+    let hf = dir.path().join("hf");
+    let mut args = vec![
+        "quantize",
+        s(&m),
+        s(&hf),
+        "--quant",
+        "int4_rtn",
+        "--group-size",
+        "64",
+    ];
+    args.extend_from_slice(&["--kv-cache", "fp8", "--calib-data", s(&text)]);
+    args.extend_from_slice(&sampling);
+    ok(&args);
+    for (out, layout) in [(&tl, "trtllm"), (&hf, "hf")] {
+        let verified = ok(&["verify", s(out)]);
+        assert!(verified.starts_with("ok:"), "{layout}: {verified}");
+        let report =
+            common::run_python("check_kv_scales.py", &[s(&m), s(&windows), s(out), layout]);
+        assert!(report.contains("worst_rel_err"), "{report}");
+    }
+    // GGUF types and unquantized exports have no KV-cache scales to write.
+    let out = dir.path().join("x.gguf");
+    let e = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "q8_0",
+            "--kv-cache",
+            "fp8",
+        ],
+        2,
+    );
+    assert!(e.contains("--kv-cache"), "{e}");
+    let e = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&tl),
+            "--format",
+            "trtllm",
+            "--kv-cache",
+            "fp8",
+            "--force",
+        ],
+        2,
+    );
+    assert!(e.contains("--kv-cache applies"), "{e}");
+}

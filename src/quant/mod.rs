@@ -40,6 +40,8 @@ pub struct QuantizeOptions {
     pub target: Option<auto::Target>,
     pub calib: CalibSource,
     pub sq_alpha: f32,
+    /// Quantize the KV cache (scales from calibration statistics).
+    pub kv_cache: Option<KvCacheQuant>,
     pub group_size: usize,
     pub selection: Selection,
     pub max_shard_size: u64,
@@ -50,6 +52,26 @@ pub struct QuantizeOptions {
     /// Where the quantized model goes.
     pub output: QuantOutput,
 }
+
+/// How the KV cache is quantized (`--kv-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheQuant {
+    /// E4M3 with one scale per attention layer: max |K|, |V| over the calibration / 448.
+    Fp8,
+}
+
+impl KvCacheQuant {
+    /// TensorRT-LLM / modelopt `kv_cache_quant_algo`.
+    pub fn quant_algo(self) -> &'static str {
+        match self {
+            KvCacheQuant::Fp8 => "FP8",
+        }
+    }
+}
+
+/// Per attention layer, the FP8 KV-cache scales (k, v) = max |K| / 448, max |V| / 448 (keys
+/// after RoPE), from calibration statistics.
+pub type KvScales = Vec<(f32, f32)>;
 
 /// The layout `quantize` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -205,6 +227,10 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
             }
         }
     }
+    let kv_scales = match opts.kv_cache {
+        Some(KvCacheQuant::Fp8) => Some(kv_cache_scales(&calibration, scheme, &ckpt, &cfg, opts)?),
+        None => None,
+    };
     let calibration_seconds = started.elapsed().as_secs_f64();
 
     let stats = match opts.output {
@@ -216,6 +242,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 linears: &linears,
                 norm_divisors: &norm_divisors,
                 excluded: &excluded,
+                kv_scales: kv_scales.as_deref(),
                 max_shard_size: opts.max_shard_size,
                 output,
             };
@@ -231,6 +258,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 group,
                 par,
                 linears: &linears,
+                kv_scales: kv_scales.as_deref(),
                 output,
             };
             let plan = trtllm::plan(&job)?;
@@ -274,6 +302,53 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         awq: awq_choices,
         model,
     })
+}
+
+/// FP8 KV-cache scales per layer from the calibration statistics: the scheme's own when it
+/// calibrated with statistics, else a statistics pass over `--calib-data` / `--calib-stats`
+/// (int8_wo, int4_rtn need no calibration of their own; AWQ keeps samples, not statistics).
+/// Scale = amax / 448 (modelopt `export/quant_utils.py` `get_kv_cache_scaling_factor`: the k/v
+/// bmm quantizers' amax over the E4M3 max).
+fn kv_cache_scales(
+    calibration: &Calibration,
+    scheme: QuantScheme,
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    opts: &QuantizeOptions,
+) -> Result<KvScales> {
+    let own;
+    let stats = match calibration {
+        Calibration::Stats(s) => s,
+        _ => {
+            let mut src = opts.calib.clone();
+            src.awq_clip = false;
+            let run = calib::run(QuantScheme::Fp8, ckpt, cfg, &src, &[], 0);
+            let Calibration::Stats(s) = run.map_err(|e| {
+                Error::Usage(format!(
+                    "--kv-cache fp8 with --quant {}: {e}",
+                    scheme.name()
+                ))
+            })?
+            else {
+                return Err(Error::Usage(
+                    "--kv-cache fp8 needs calibration statistics".into(),
+                ));
+            };
+            own = s;
+            &own
+        }
+    };
+    (0..cfg.num_hidden_layers as usize)
+        .map(|l| {
+            let (k, v) = stats.kv_cache_absmax(l).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--kv-cache fp8: the calibration statistics have no KV-cache maxima for layer {l} (written by an older `ckpt-opt calibrate`): run calibrate again or give --calib-data"
+                ))
+            })?;
+            let s = kernels::cpu::fp8_quant::fp8_scale;
+            Ok((s(k), s(v)))
+        })
+        .collect()
 }
 
 /// Rows decoded per step of a plan-time read pass (bounds its memory to a few MiB per thread).

@@ -38,6 +38,8 @@ pub struct TrtllmJob<'a> {
     pub group: usize,
     pub par: Parallel,
     pub linears: &'a [LinearState],
+    /// FP8 KV-cache scales (k, v) per layer (`--kv-cache fp8`).
+    pub kv_scales: Option<&'a [(f32, f32)]>,
     pub output: &'a Path,
 }
 
@@ -110,7 +112,7 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
     let mut files = Vec::new();
     // Row-parallel slices of one input span are read once for all ranks (see `SpanShare`).
     let share = Arc::new(crate::shard::slices::SpanShare::default());
-    for rank in &ranks {
+    for (r, rank) in ranks.iter().enumerate() {
         let target = job.output.join(&rank.name);
         let mut specs = Vec::new();
         let mut made: HashMap<String, Made> = HashMap::new();
@@ -133,6 +135,20 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
                 specs.push(spec);
             } else {
                 quantized_tensors(job, t, &quant, &mut specs, &mut made)?;
+            }
+        }
+        if let Some(kv) = job.kv_scales {
+            // `attention.kv_cache_scaling_factor` [1] per stage-local layer, the same on every
+            // tp rank: max of the k and v scales (TensorRT-LLM `Attention` has one
+            // `kv_cache_scaling_factor` of shape (1,); `modeling_utils.py` `preprocess_weights`
+            // merges separate k/v factors with `torch.max` the same way).
+            let stage = r as u64 / par.tp; // rank r = pp_rank × tp + tp_rank
+            let (first, count) = layout::stage_layers(cfg.num_hidden_layers, par.pp, stage);
+            for local in 0..count {
+                let (k, v) = kv[(first + local) as usize];
+                let name = format!("transformer.layers.{local}.attention.kv_cache_scaling_factor");
+                specs.push(TensorSpec::new(name.clone(), Dtype::F32, vec![1]));
+                made.insert(name, Made::inline(&[k.max(v)]));
             }
         }
         let layout = safetensors::plan_file(specs, Some(&rank.metadata))?;
@@ -510,7 +526,7 @@ fn config_json(job: &TrtllmJob, exclude: Vec<String>) -> Value {
     let mut config = crate::shard::config::trtllm_config(cfg, job.par, job.input.dtypes[0]);
     let mut q = json!({
         "quant_algo": job.scheme.quant_algo(),
-        "kv_cache_quant_algo": null,
+        "kv_cache_quant_algo": job.kv_scales.map(|_| "FP8"),
         "exclude_modules": exclude,
     });
     if job.scheme.is_int4() {
