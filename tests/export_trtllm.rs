@@ -611,4 +611,19 @@ fn fp8_kv_cache_scales_match_a_numpy_forward() {
         2,
     );
     assert!(e.contains("--kv-cache applies"), "{e}");
+    let out = dir.path().join("none");
+    let e = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int8_wo",
+            "--kv-cache",
+            "fp8",
+        ],
+        2,
+    );
+    assert!(e.contains("--kv-cache fp8 needs calibration"), "{e}");
+    assert!(!out.exists());
 }

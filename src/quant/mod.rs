@@ -123,6 +123,11 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
     if let QuantOutput::Trtllm(par) = opts.output {
         trtllm::check_request(&cfg, scheme, group as u64, par, opts.eval_data.is_some())?;
     }
+    if opts.kv_cache.is_some() && opts.calib.data.is_none() && opts.calib.stats.is_none() {
+        return Err(Error::Usage(
+            "--kv-cache fp8 needs calibration: give --calib-data FILE (calibration text) or --calib-stats FILE (from `ckpt-opt calibrate`)".into(),
+        ));
+    }
     if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
         return Err(Error::Usage(format!(
             "--awq-clip applies to int4_awq, not {}",
