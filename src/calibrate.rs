@@ -154,6 +154,12 @@ pub fn input_absmax_name(linear: &str) -> String {
     format!("stats.{linear}.input_absmax")
 }
 
+/// `stats.model.layers.{layer}.self_attn.{k|v}_cache_absmax`: one value, max |k| (after RoPE)
+/// or max |v| over the calibration tokens.
+pub fn kv_absmax_name(layer: usize, kv: char) -> String {
+    format!("stats.model.layers.{layer}.self_attn.{kv}_cache_absmax")
+}
+
 /// `stats.{linear}.input_mean_abs`.
 pub fn input_mean_abs_name(linear: &str) -> String {
     format!("stats.{linear}.input_mean_abs")
@@ -180,6 +186,13 @@ impl CalibrationStats {
         self.tensors
             .get(&input_absmax_name(linear))
             .map(Vec::as_slice)
+    }
+
+    /// max |k| and max |v| of layer `layer`'s KV cache (keys after RoPE) over the calibration
+    /// tokens; `None` for statistics written before they were recorded.
+    pub fn kv_cache_absmax(&self, layer: usize) -> Option<(f32, f32)> {
+        let one = |c| Some(*self.tensors.get(&kv_absmax_name(layer, c))?.first()?);
+        Some((one('k')?, one('v')?))
     }
 
     /// Per-channel mean |x| at the input of `linear`.
@@ -312,6 +325,21 @@ pub fn load_stats(path: &Path) -> Result<CalibrationStats> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         tensors.insert(name, values);
+    }
+    // KV-cache maxima: optional (files from before they were recorded load without them).
+    for l in 0..dims.layers {
+        for c in ['k', 'v'] {
+            let name = kv_absmax_name(l, c);
+            let Some(info) = file.get(&name) else {
+                continue;
+            };
+            if info.dtype != Dtype::F32 || info.shape != [1] {
+                let why = format!("{} {:?}, expected F32 [1]", info.dtype.name(), info.shape);
+                return Err(Error::tensor(path, &name, why));
+            }
+            let b = file.data(info);
+            tensors.insert(name, vec![f32::from_le_bytes([b[0], b[1], b[2], b[3]])]);
+        }
     }
     Ok(CalibrationStats {
         dims,
@@ -528,6 +556,8 @@ const DOWN_IN: usize = 3;
 #[derive(Default)]
 struct Slot {
     sites: [Option<WindowSite>; 4],
+    /// max |k|, max |v| of this window's layer (keys after RoPE).
+    kv: Option<(f32, f32)>,
     cos_sum: f64,
     final_norm: Option<WindowSite>,
 }
@@ -536,6 +566,8 @@ struct Slot {
 struct Collector {
     dims: Dims,
     layers: Vec<[SiteAcc; 4]>,
+    /// Per layer max |k|, max |v| (the KV cache's contents; FP8 KV-cache scales).
+    kv_absmax: Vec<(f32, f32)>,
     cos_sum: Vec<f64>,
     final_norm: SiteAcc,
     slots: Vec<Mutex<Slot>>,
@@ -554,6 +586,7 @@ impl Collector {
         Collector {
             dims,
             layers: vec![layer; dims.layers],
+            kv_absmax: vec![(0.0, 0.0); dims.layers],
             cos_sum: vec![0.0; dims.layers],
             final_norm: SiteAcc::new(dims.hidden),
             slots: Vec::new(),
@@ -588,6 +621,9 @@ impl Collector {
                     .zip(&s.sum_sq_mean)
                     .for_each(|(h, x)| *h += x);
             }
+            let (k, v) = self.kv_absmax[l];
+            t.insert(kv_absmax_name(l, 'k'), vec![k]);
+            t.insert(kv_absmax_name(l, 'v'), vec![v]);
             t.insert(
                 format!("importance.layers.{l}.ffn"),
                 f32s(&sqrt(&sites[DOWN_IN].sum_sq_mean)),
@@ -649,6 +685,11 @@ impl ActivationObserver for Collector {
                 lock(&self.slots[seq]).cos_sum = c;
                 return;
             }
+            Tap::KvCache { k, v } => {
+                let amax = kernels::cpu::scale::amax;
+                lock(&self.slots[seq]).kv = Some((amax(k), amax(v)));
+                return;
+            }
             Tap::FinalNorm(x) => {
                 let r = reduce(x, d.hidden);
                 lock(&self.slots[seq]).final_norm = Some(r);
@@ -669,6 +710,10 @@ impl ActivationObserver for Collector {
                     }
                 }
                 self.cos_sum[layer] += std::mem::take(&mut s.cos_sum);
+                if let Some((k, v)) = s.kv.take() {
+                    let acc = &mut self.kv_absmax[layer];
+                    *acc = (acc.0.max(k), acc.1.max(v));
+                }
             } else if let Some(w) = s.final_norm.take() {
                 self.final_norm.add(&w);
                 self.windows += 1;
@@ -724,6 +769,22 @@ mod tests {
         c.observe(
             0,
             0,
+            Tap::KvCache {
+                k: &[0.5, -3.0],
+                v: &[1.0, 0.0],
+            },
+        );
+        c.observe(
+            1,
+            0,
+            Tap::KvCache {
+                k: &[2.0, 0.0],
+                v: &[0.0, -4.0],
+            },
+        );
+        c.observe(
+            0,
+            0,
             Tap::Residual {
                 before: &[1.0, 0.0, 0.0, 1.0],
                 after: &[1.0, 0.0, 1.0, 0.0],
@@ -763,6 +824,9 @@ mod tests {
         assert!((s.query_group_importance(0)[0] - 14f32.sqrt()).abs() < 1e-6);
         // cos: window 0 tokens 1 and 0, window 1 token 1 → BI = 1 - 2/3.
         assert!((s.block_influence()[0] - 1.0 / 3.0).abs() < 1e-6);
-        assert_eq!(s.tensors.len(), dims().tensor_specs().len());
+        // KV cache: max over both windows, per layer.
+        assert_eq!(s.kv_cache_absmax(0), Some((3.0, 4.0)));
+        let layers = dims().layers;
+        assert_eq!(s.tensors.len(), dims().tensor_specs().len() + 2 * layers);
     }
 }

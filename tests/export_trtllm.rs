@@ -20,7 +20,7 @@ fn export(model: &Path, out: &Path, scheme: &str, extra: &[&str]) {
         "--quant",
         scheme,
     ];
-    if matches!(scheme, "fp8" | "int4_awq") {
+    if matches!(scheme, "fp8" | "int8_sq" | "int4_awq") {
         args.extend_from_slice(&["--calib-data", s(&text), "--calib-samples", "4"]);
     }
     args.extend_from_slice(extra);
@@ -54,7 +54,7 @@ fn config(out: &Path) -> Value {
 fn every_scheme_and_tp_dequantizes_within_its_bound_in_numpy() {
     let dir = tempfile::tempdir().expect("temp dir");
     let m = fixture("llama-gqa");
-    for scheme in ["fp8", "int8_wo", "int4_awq", "int4_rtn"] {
+    for scheme in ["fp8", "int8_wo", "int8_sq", "int4_awq", "int4_rtn"] {
         for tp in ["1", "2"] {
             let out = dir.path().join(format!("{scheme}-tp{tp}"));
             export(&m, &out, scheme, &["--tp", tp, "--group-size", "64"]);
@@ -233,9 +233,6 @@ fn refusals_name_the_problem_and_leave_nothing() {
         e.contains("model.layers.0.self_attn.q_proj.weight") && e.contains("attention.qkv"),
         "{e}"
     );
-    let text = common::sample_text();
-    let e = run(&["int8_sq", "--calib-data", s(&text)], 2);
-    assert!(e.contains("int8_sq") && e.contains("--format hf"), "{e}");
     let e = run(&["int8_wo", "--tp", "3"], 2);
     assert!(e.contains("tp 3"), "{e}");
     let e = run(&["int8_wo", "--max-shard-size", "1MB"], 2);
@@ -341,4 +338,292 @@ fn awq_ranks_hold_exactly_the_hf_quantize_codes_cut_per_rank() {
             );
         }
     }
+}
+
+/// FP8 rank files hold exactly the codes `quantize --quant fp8` writes (row-parallel ranks
+/// quantize only their columns), and the quality report (summed over column windows) is the
+/// one of whole rows.
+#[test]
+fn fp8_ranks_hold_exactly_the_hf_quantize_codes_and_report() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let calib = ["--calib-data", s(&text), "--calib-samples", "4"];
+    let hf = dir.path().join("hf");
+    let mut args = vec!["--json", "quantize", s(&m), s(&hf), "--quant", "fp8"];
+    args.extend_from_slice(&calib);
+    let hf_report: Value = serde_json::from_str(&ok(&args)).expect("report JSON");
+    let tl = dir.path().join("tl");
+    let mut args = vec![
+        "--json",
+        "convert",
+        s(&m),
+        s(&tl),
+        "--format",
+        "trtllm",
+        "--quant",
+        "fp8",
+        "--tp",
+        "2",
+    ];
+    args.extend_from_slice(&calib);
+    let tl_report: Value = serde_json::from_str(&ok(&args)).expect("report JSON");
+    for (a, b) in hf_report["tensors"]
+        .as_array()
+        .expect("tensors")
+        .iter()
+        .zip(tl_report["tensors"].as_array().expect("tensors"))
+    {
+        // q/k/v share the max of their scales in the fused qkv (modelopt `QKVConfig`).
+        if ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .any(|p| a["name"].as_str().is_some_and(|n| n.contains(p)))
+        {
+            continue;
+        }
+        let (x, y) = (a["rel_error"].as_f64(), b["rel_error"].as_f64());
+        let (x, y) = (x.expect("rel_error"), y.expect("rel_error"));
+        assert!((x - y).abs() <= 1e-6 * x, "{}: {x} vs {y}", a["name"]);
+    }
+    let hf_file = hf.join("model.safetensors");
+    let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
+    let (_, want) = tensor(&hf_file, "model.layers.1.mlp.gate_proj.weight");
+    let name = "transformer.layers.1.mlp.fc.weight";
+    assert!([rank(0, name).1, rank(1, name).1].concat() == want);
+    let (shape, want) = tensor(&hf_file, "model.layers.0.mlp.down_proj.weight");
+    let row = shape[1] as usize;
+    for r in 0..2 {
+        let expect: Vec<u8> = want
+            .chunks(row)
+            .flat_map(|w| w[r * row / 2..(r + 1) * row / 2].to_vec())
+            .collect();
+        assert!(rank(r, "transformer.layers.0.mlp.proj.weight").1 == expect);
+    }
+}
+
+#[test]
+fn fp8_export_of_a_nan_weight_names_tensor_row_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = common::with_nan(
+        "llama-tied",
+        "model.layers.0.self_attn.o_proj.weight",
+        dir.path(),
+    );
+    let out = dir.path().join("out");
+    let text = common::sample_text();
+    let e = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&out),
+            "--format",
+            "trtllm",
+            "--quant",
+            "fp8",
+            "--tp",
+            "2",
+            "--calib-data",
+            s(&text),
+            "--calib-samples",
+            "2",
+        ],
+        1,
+    );
+    assert!(
+        e.contains("model.layers.0.self_attn.o_proj.weight")
+            && e.contains("NaN at row 0, column 3"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+/// W8A8_SQ_PER_CHANNEL holds the codes and row scales `quantize --quant int8_sq` writes to the HF
+/// layout (same calibration), cut per rank; the smoothing the HF layout folds into the norms is
+/// each linear's `prequant_scaling_factor` instead (= HF smoothed norm / input norm).
+#[test]
+fn int8_sq_ranks_hold_the_hf_codes_and_the_unfolded_smoothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let calib = ["--calib-data", s(&text), "--calib-samples", "4"];
+    let hf = dir.path().join("hf");
+    let mut args = vec!["quantize", s(&m), s(&hf), "--quant", "int8_sq"];
+    args.extend_from_slice(&calib);
+    ok(&args);
+    let tl = dir.path().join("tl");
+    export(&m, &tl, "int8_sq", &["--tp", "2"]);
+    let hf_file = hf.join("model.safetensors");
+    let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let bf16s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(2)
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .collect()
+    };
+    // Column-parallel codes and scales: the ranks' rows one after the other.
+    for (hf_name, tl_name) in [
+        (
+            "model.layers.1.mlp.up_proj.weight",
+            "transformer.layers.1.mlp.gate.weight",
+        ),
+        (
+            "model.layers.1.mlp.up_proj.weight_scale",
+            "transformer.layers.1.mlp.gate.weights_scaling_factor",
+        ),
+    ] {
+        let (_, want) = tensor(&hf_file, hf_name);
+        assert!(
+            [rank(0, tl_name).1, rank(1, tl_name).1].concat() == want,
+            "{tl_name}"
+        );
+    }
+    // Row-parallel: half of every row; the pre-quant scale split with the columns.
+    let (shape, want) = tensor(&hf_file, "model.layers.0.mlp.down_proj.weight");
+    let (_, pqs) = tensor(&hf_file, "model.layers.0.mlp.down_proj.pre_quant_scale");
+    let row = shape[1] as usize;
+    for r in 0..2 {
+        let expect: Vec<u8> = want
+            .chunks(row)
+            .flat_map(|w| w[r * row / 2..(r + 1) * row / 2].to_vec())
+            .collect();
+        assert!(rank(r, "transformer.layers.0.mlp.proj.weight").1 == expect);
+        let got = rank(r, "transformer.layers.0.mlp.proj.prequant_scaling_factor").1;
+        assert!(
+            got == pqs[r * row * 2..(r + 1) * row * 2],
+            "rank{r} proj pqs"
+        );
+    }
+    // q/k/v: the HF layout divides input_layernorm by s; here the norm is the input's and
+    // every rank's qkv carries 1/s (within the bf16 rounding of the HF norm).
+    let (_, norm) = tensor(
+        &m.join("model-00001-of-00002.safetensors"),
+        "model.layers.0.input_layernorm.weight",
+    );
+    let (_, smoothed) = tensor(&hf_file, "model.layers.0.input_layernorm.weight");
+    let (norm, smoothed) = (bf16s(&norm), bf16s(&smoothed));
+    for r in 0..2 {
+        let (_, tl_norm) = rank(r, "transformer.layers.0.input_layernorm.weight");
+        assert_eq!(bf16s(&tl_norm), norm, "rank{r} norm changed");
+        let pqs = f32s(
+            &rank(
+                r,
+                "transformer.layers.0.attention.qkv.prequant_scaling_factor",
+            )
+            .1,
+        );
+        for ((p, n), s) in pqs.iter().zip(&norm).zip(&smoothed) {
+            let want = s / n;
+            assert!(
+                (p - want).abs() <= 2f32.powi(-7) * want.abs(),
+                "{p} vs {want}"
+            );
+        }
+    }
+    let c = config(&tl);
+    assert_eq!(c["quantization"]["quant_algo"], "W8A8_SQ_PER_CHANNEL");
+}
+
+/// `--kv-cache fp8`: the scales are max |K| (after RoPE) and max |V| over the calibration
+/// tokens / 448, checked against a float64 numpy forward over the same windows
+/// (`check_kv_scales.py`): per layer `kv_cache_scaling_factor` replicated over the tp ranks
+/// (trtllm, fp8 tp 2 × pp 2 from `--calib-stats`), `k_proj.k_scale` / `v_proj.v_scale` (hf,
+/// int4_rtn, whose own scheme needs no calibration, from `--calib-data`); both verify.
+#[test]
+fn fp8_kv_cache_scales_match_a_numpy_forward() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    let text = common::sample_text();
+    let windows = dir.path().join("windows.json");
+    let stats = dir.path().join("stats.safetensors");
+    let sampling = ["--calib-samples", "3", "--calib-seq-len", "32"];
+    let mut args = vec!["calibrate", s(&m), "--data", s(&text), "-o", s(&stats)];
+    args.extend_from_slice(&["--dump-windows", s(&windows)]);
+    args.extend_from_slice(&sampling);
+    ok(&args);
+    let tl = dir.path().join("tl");
+    ok(&[
+        "convert",
+        s(&m),
+        s(&tl),
+        "--format",
+        "trtllm",
+        "--quant",
+        "fp8",
+        "--tp",
+        "2",
+        "--pp",
+        "2",
+        "--calib-stats",
+        s(&stats),
+        "--kv-cache",
+        "fp8",
+    ]);
+    let hf = dir.path().join("hf");
+    let mut args = vec![
+        "quantize",
+        s(&m),
+        s(&hf),
+        "--quant",
+        "int4_rtn",
+        "--group-size",
+        "64",
+    ];
+    args.extend_from_slice(&["--kv-cache", "fp8", "--calib-data", s(&text)]);
+    args.extend_from_slice(&sampling);
+    ok(&args);
+    for (out, layout) in [(&tl, "trtllm"), (&hf, "hf")] {
+        let verified = ok(&["verify", s(out)]);
+        assert!(verified.starts_with("ok:"), "{layout}: {verified}");
+        let report =
+            common::run_python("check_kv_scales.py", &[s(&m), s(&windows), s(out), layout]);
+        assert!(report.contains("worst_rel_err"), "{report}");
+    }
+    // GGUF types and unquantized exports have no KV-cache scales to write.
+    let out = dir.path().join("x.gguf");
+    let e = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "q8_0",
+            "--kv-cache",
+            "fp8",
+        ],
+        2,
+    );
+    assert!(e.contains("--kv-cache"), "{e}");
+    let e = fails(
+        &[
+            "convert",
+            s(&m),
+            s(&tl),
+            "--format",
+            "trtllm",
+            "--kv-cache",
+            "fp8",
+            "--force",
+        ],
+        2,
+    );
+    assert!(e.contains("--kv-cache applies"), "{e}");
+    let out = dir.path().join("none");
+    let e = fails(
+        &[
+            "quantize",
+            s(&m),
+            s(&out),
+            "--quant",
+            "int8_wo",
+            "--kv-cache",
+            "fp8",
+        ],
+        2,
+    );
+    assert!(e.contains("--kv-cache fp8 needs calibration"), "{e}");
+    assert!(!out.exists());
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const QUANTS: [&str; 13] = [
     "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_s",
@@ -225,34 +225,10 @@ fn imatrix_lowers_kl_on_the_trained_model() {
     }
 }
 
-/// A copy of `model` with one value of `tensor` set to NaN (in the file's own dtype).
-fn with_nan(model: &str, tensor: &str, dir: &Path) -> PathBuf {
-    let out = dir.join(format!("{model}-nan"));
-    std::fs::create_dir_all(&out).unwrap();
-    for e in std::fs::read_dir(fixture(model)).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, out.join(p.file_name().unwrap())).unwrap();
-    }
-    let path = out.join("model.safetensors");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let info = &header[tensor];
-    let start = 8 + n + info["data_offsets"][0].as_u64().unwrap() as usize + 6;
-    let nan: &[u8] = match info["dtype"].as_str().unwrap() {
-        "BF16" => &[0xC0, 0x7F],
-        "F16" => &[0x00, 0x7E],
-        _ => &[0x00, 0x00, 0xC0, 0x7F],
-    };
-    bytes[start..start + nan.len()].copy_from_slice(nan);
-    std::fs::write(&path, bytes).unwrap();
-    out
-}
-
 #[test]
 fn nan_weight_stops_the_job_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();
-    let model = with_nan(
+    let model = common::with_nan(
         "llama-tied",
         "model.layers.0.mlp.up_proj.weight",
         dir.path(),

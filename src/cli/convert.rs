@@ -36,7 +36,7 @@ pub struct ConvertArgs {
     /// Quantize the weights. gguf output, as llama-quantize does: q8_0, q4_0, q4_1, q5_0,
     /// q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, or the mixes q4_k_s, q4_k_m, q5_k_m, q6_k. hf output,
     /// as `quantize` does: fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto. trtllm output:
-    /// fp8, int8_wo, int4_awq, int4_rtn, auto.
+    /// fp8, int8_wo, int8_sq, int4_awq, int4_rtn, auto.
     #[arg(long)]
     pub quant: Option<String>,
     /// With --quant: importance weights from `calibrate` statistics (llama.cpp's imatrix).

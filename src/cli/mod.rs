@@ -285,6 +285,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Prune(args) => run_prune(*args, &cli.global, show_progress, out),
         Command::Quantize(args) => {
             if let Some(q) = gguf_quant_request(&args.quant, &args.flags) {
+                if args.flags.kv_cache.is_some() {
+                    return Err(Error::Usage(
+                        "--kv-cache applies to the hf and trtllm schemes, not GGUF types".into(),
+                    ));
+                }
                 if args.flags.calib_data.is_some() {
                     return Err(Error::Usage(
                         "GGUF types take an importance matrix as --calib-stats (from `ckpt-opt calibrate`), not --calib-data".into(),
@@ -344,6 +349,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             {
                 return Err(Error::Usage(
                     "--split-max-size/--split-max-tensors apply to gguf output".into(),
+                ));
+            }
+            if args.quant_flags.kv_cache.is_some()
+                && (args.quant.is_none() || matches!(args.format, FormatArg::Gguf))
+            {
+                return Err(Error::Usage(
+                    "--kv-cache applies to hf and trtllm output with --quant".into(),
                 ));
             }
             if let (None, FormatArg::Trtllm) = (&args.quant, args.format) {

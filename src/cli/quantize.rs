@@ -71,6 +71,10 @@ pub struct QuantFlags {
     /// Quantize only linears matching this glob (repeatable; --exclude still applies).
     #[arg(long)]
     pub include: Vec<String>,
+    /// Quantize the KV cache too: fp8 (E4M3, one scale per attention layer = max |K|, |V| over
+    /// the calibration tokens / 448; hf and trtllm output; needs --calib-data or --calib-stats).
+    #[arg(long, value_enum)]
+    pub kv_cache: Option<crate::quant::KvCacheQuant>,
     /// Write the quality report as JSON here.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -141,6 +145,7 @@ pub(super) fn run_quantize(
             awq_fold: f.awq_fold,
         },
         sq_alpha: f.sq_alpha,
+        kv_cache: f.kv_cache,
         group_size: f.group_size,
         selection: quant::select::Selection::new(&f.include, &f.exclude)?,
         max_shard_size: max_shard_size.unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
@@ -175,6 +180,7 @@ pub(super) fn run_quantize(
         "sq_alpha": f.sq_alpha,
         "hf_format": f.hf_format,
         "awq_fold": f.awq_fold,
+        "kv_cache": f.kv_cache.map(|k| k.quant_algo()),
         "max_shard_size": max_shard_size,
     });
     let quality = serde_json::json!({

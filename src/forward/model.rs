@@ -32,6 +32,10 @@ pub struct Model<'a> {
 pub enum Tap<'x> {
     /// `input_layernorm` output `[seq, hidden]`: the input of `q_proj`, `k_proj` and `v_proj`.
     AttnInput(&'x [f32]),
+    /// Keys after RoPE and values `[seq, kv_heads * head_dim]` each: what the KV cache stores
+    /// (and what modelopt's `k_bmm_quantizer` / `v_bmm_quantizer` calibrate: the attention
+    /// function's key and value inputs, the keys rotated).
+    KvCache { k: &'x [f32], v: &'x [f32] },
     /// Attention output before `o_proj` `[seq, heads * head_dim]` (head-major): `o_proj`'s input.
     OProjInput(&'x [f32]),
     /// `post_attention_layernorm` output `[seq, hidden]`: the input of `gate_proj` and `up_proj`.
@@ -330,6 +334,7 @@ impl<'a> Model<'a> {
         let v = ops::linear(&h, &w.v, w.v_bias.as_deref(), seq, d, par);
         ops::apply_rope(&mut q, heads, rope);
         ops::apply_rope(&mut k, kv_heads, rope);
+        tap(Tap::KvCache { k: &k, v: &v });
         let a = ops::causal_attention(&q, &k, &v, seq, heads, kv_heads, hd);
         tap(Tap::OProjInput(&a));
         let o = ops::linear(&a, &w.o, None, seq, heads * hd, par);

@@ -365,10 +365,21 @@ fn produce_chunk(
     if direct {
         return Ok(chunk.rows * row_bytes);
     }
-    let mut dst = vec![0u8; (chunk.rows * row_bytes) as usize];
-    producer.produce(chunk.first_row, chunk.rows, &mut dst)?;
-    out.write_at(planned.offset + chunk.first_row * row_bytes, &dst)?;
-    Ok(dst.len() as u64)
+    // One buffer per worker thread, reused: a fresh multi-MiB allocation per chunk costs a
+    // page fault and a zeroed page per 4 KiB (a fifth of an FP8 export's CPU time). Taken out
+    // of the cell while in use, so a producer that runs nested rayon work stays correct.
+    thread_local! {
+        static PRODUCE_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut dst = PRODUCE_BUF.with(|b| b.take());
+    dst.clear();
+    dst.resize((chunk.rows * row_bytes) as usize, 0);
+    let written = producer
+        .produce(chunk.first_row, chunk.rows, &mut dst)
+        .and_then(|()| Ok(out.write_at(planned.offset + chunk.first_row * row_bytes, &dst)?));
+    let len = dst.len() as u64;
+    PRODUCE_BUF.with(|b| b.set(dst));
+    written.map(|()| len)
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {

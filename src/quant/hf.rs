@@ -65,6 +65,8 @@ pub struct HfJob<'a> {
     pub format: HfFormat,
     /// Candidate linears left unquantized (listed in `exclude_modules`).
     pub excluded: &'a [String],
+    /// FP8 KV-cache scales (k, v) per layer (`--kv-cache fp8`).
+    pub kv_scales: Option<&'a [(f32, f32)]>,
     pub max_shard_size: u64,
     /// Extra `quantization_config` fields (AWQ ratios etc. are not included: loaders reject
     /// unknown keys in some versions).
@@ -294,6 +296,20 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
             );
         }
     }
+    // modelopt's unified HF export puts the KV-cache scales on the k/v projections as
+    // `self_attn.k_proj.k_scale` / `self_attn.v_proj.v_scale`, F32 scalars (vLLM's
+    // `maybe_remap_kv_scale_name` reads these names).
+    for (l, &(k, v)) in job.kv_scales.unwrap_or(&[]).iter().enumerate() {
+        for (c, scale) in [('k', k), ('v', v)] {
+            add(
+                &mut specs,
+                format!("model.layers.{l}.self_attn.{c}_proj.{c}_scale"),
+                Dtype::F32,
+                vec![],
+                How::Inline(f32_bytes(&[scale])),
+            );
+        }
+    }
     let metadata: Option<BTreeMap<String, String>> = model.files()[0].header().metadata.clone();
     let shards = safetensors::plan_shards(specs, job.max_shard_size, metadata.as_ref())?;
     let files = shards
@@ -371,7 +387,7 @@ fn quantization_fields(job: &HfJob) -> serde_json::Value {
     exclude.push("lm_head".into());
     let mut q = json!({
         "quant_algo": job.scheme.quant_algo(),
-        "kv_cache_quant_algo": null,
+        "kv_cache_quant_algo": job.kv_scales.map(|_| "FP8"),
         "exclude_modules": exclude,
     });
     if job.scheme.is_int4() {

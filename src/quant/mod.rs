@@ -41,6 +41,8 @@ pub struct QuantizeOptions {
     pub target: Option<auto::Target>,
     pub calib: CalibSource,
     pub sq_alpha: f32,
+    /// Quantize the KV cache (scales from calibration statistics).
+    pub kv_cache: Option<KvCacheQuant>,
     pub group_size: usize,
     pub selection: Selection,
     pub max_shard_size: u64,
@@ -53,6 +55,26 @@ pub struct QuantizeOptions {
     /// The layout of a Hugging Face output (`--hf-format`).
     pub hf_format: transformers::HfFormat,
 }
+
+/// How the KV cache is quantized (`--kv-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheQuant {
+    /// E4M3 with one scale per attention layer: max |K|, |V| over the calibration / 448.
+    Fp8,
+}
+
+impl KvCacheQuant {
+    /// TensorRT-LLM / modelopt `kv_cache_quant_algo`.
+    pub fn quant_algo(self) -> &'static str {
+        match self {
+            KvCacheQuant::Fp8 => "FP8",
+        }
+    }
+}
+
+/// Per attention layer, the FP8 KV-cache scales (k, v) = max |K| / 448, max |V| / 448 (keys
+/// after RoPE), from calibration statistics.
+pub type KvScales = Vec<(f32, f32)>;
 
 /// The layout `quantize` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,6 +152,11 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         return Err(Error::Usage(
             "--awq-fold applies to Hugging Face output; TensorRT-LLM keeps AWQ's pre_quant_scale"
                 .into(),
+        ));
+    }
+    if opts.kv_cache.is_some() && opts.calib.data.is_none() && opts.calib.stats.is_none() {
+        return Err(Error::Usage(
+            "--kv-cache fp8 needs calibration: give --calib-data FILE (calibration text) or --calib-stats FILE (from `ckpt-opt calibrate`)".into(),
         ));
     }
     if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
@@ -250,6 +277,20 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         }
         _ => {}
     }
+    if let (QuantOutput::Trtllm(_), QuantScheme::Int8Sq) = (opts.output, scheme) {
+        // TensorRT-LLM multiplies every SmoothQuant linear's input by its
+        // `prequant_scaling_factor` and has no norm absorbing it (see `trtllm`): the sites
+        // folded into a norm in the HF layout get `1/s` here instead, the norms stay as they are.
+        for l in linears.iter_mut() {
+            if let (Some(s), None) = (&l.col_scale, &l.pre_quant_scale) {
+                l.pre_quant_scale = Some(s.iter().map(|v| 1.0 / v).collect());
+            }
+        }
+    }
+    let kv_scales = match opts.kv_cache {
+        Some(KvCacheQuant::Fp8) => Some(kv_cache_scales(&calibration, scheme, &ckpt, &cfg, opts)?),
+        None => None,
+    };
     let calibration_seconds = started.elapsed().as_secs_f64();
 
     let stats = match opts.output {
@@ -264,6 +305,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 awq_fold: opts.calib.awq_fold,
                 format: opts.hf_format,
                 excluded: &excluded,
+                kv_scales: kv_scales.as_deref(),
                 max_shard_size: opts.max_shard_size,
                 output,
             };
@@ -279,6 +321,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 group,
                 par,
                 linears: &linears,
+                kv_scales: kv_scales.as_deref(),
                 output,
             };
             let plan = trtllm::plan(&job)?;
@@ -407,6 +450,53 @@ fn fold_awq_scale(
     Ok(())
 }
 
+/// FP8 KV-cache scales per layer from the calibration statistics: the scheme's own when it
+/// calibrated with statistics, else a statistics pass over `--calib-data` / `--calib-stats`
+/// (int8_wo, int4_rtn need no calibration of their own; AWQ keeps samples, not statistics).
+/// Scale = amax / 448 (modelopt `export/quant_utils.py` `get_kv_cache_scaling_factor`: the k/v
+/// bmm quantizers' amax over the E4M3 max).
+fn kv_cache_scales(
+    calibration: &Calibration,
+    scheme: QuantScheme,
+    ckpt: &Checkpoint,
+    cfg: &ModelConfig,
+    opts: &QuantizeOptions,
+) -> Result<KvScales> {
+    let own;
+    let stats = match calibration {
+        Calibration::Stats(s) => s,
+        _ => {
+            let mut src = opts.calib.clone();
+            src.awq_clip = false;
+            let run = calib::run(QuantScheme::Fp8, ckpt, cfg, &src, &[], 0);
+            let Calibration::Stats(s) = run.map_err(|e| {
+                Error::Usage(format!(
+                    "--kv-cache fp8 with --quant {}: {e}",
+                    scheme.name()
+                ))
+            })?
+            else {
+                return Err(Error::Usage(
+                    "--kv-cache fp8 needs calibration statistics".into(),
+                ));
+            };
+            own = s;
+            &own
+        }
+    };
+    (0..cfg.num_hidden_layers as usize)
+        .map(|l| {
+            let (k, v) = stats.kv_cache_absmax(l).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--kv-cache fp8: the calibration statistics have no KV-cache maxima for layer {l} (written by an older `ckpt-opt calibrate`): run calibrate again or give --calib-data"
+                ))
+            })?;
+            let s = kernels::cpu::fp8_quant::fp8_scale;
+            Ok((s(k), s(v)))
+        })
+        .collect()
+}
+
 /// Rows decoded per step of a plan-time read pass (bounds its memory to a few MiB per thread).
 const PASS_ROWS_BYTES: usize = 4 << 20;
 
@@ -450,17 +540,52 @@ fn for_each_row_chunk(
     Ok(())
 }
 
-/// FP8 per-tensor weight scales: one read pass per weight (in parallel over tensors).
+/// FP8 per-tensor weight scales: one read pass per weight over its encoded bytes (in parallel
+/// over tensors; [`kernels::cpu::fp8_quant::amax_encoded`] also refuses NaN / ±Inf, which the
+/// streaming pass then need not check).
 fn fp8_weight_scales(ckpt: &Checkpoint, linears: &mut [LinearState]) -> Result<()> {
+    use kernels::cpu::fp8_quant::{amax_encoded, fp8_scale, Amax};
     let sources = ckpt.tensors();
     let scales = linears
         .par_iter()
         .map(|l| {
+            let src = &sources[l.source_index];
+            let path = &ckpt.file_paths()[src.file];
+            let dtype = src
+                .ty
+                .dense()
+                .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, src, "quantized"))?;
+            let cols = src.shape.last().copied().unwrap_or(1) as usize;
+            let row_bytes = (cols * dtype.size()).max(1);
+            let per = (PASS_ROWS_BYTES / row_bytes).max(1) * row_bytes;
             let mut amax = 0.0f32;
-            for_each_row_chunk(ckpt, &sources[l.source_index], |w| {
-                amax = amax.max(kernels::cpu::scale::amax(w))
-            })?;
-            Ok(kernels::cpu::fp8_quant::fp8_scale(amax))
+            for (c, chunk) in ckpt.bytes(src).chunks(per).enumerate() {
+                match amax_encoded(chunk, dtype)
+                    .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?
+                {
+                    Amax::Finite(m) => amax = amax.max(m),
+                    Amax::NotFinite(i) => {
+                        let at = c * per / dtype.size() + i;
+                        let mut v = [0f32; 1];
+                        let b = &chunk[i * dtype.size()..(i + 1) * dtype.size()];
+                        kernels::cpu::cast::decode_f32(b, dtype, &mut v)
+                            .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?;
+                        return Err(Error::tensor(
+                            path,
+                            &src.name,
+                            format!(
+                                "{} at row {}, column {}: cannot quantize",
+                                v[0],
+                                at / cols,
+                                at % cols
+                            ),
+                        ));
+                    }
+                }
+                ckpt.mapped(src.file)
+                    .release(src.start + (c * per) as u64, chunk.len() as u64);
+            }
+            Ok(fp8_scale(amax))
         })
         .collect::<Result<Vec<f32>>>()?;
     linears

@@ -28,15 +28,16 @@ pub enum Part {
     Int4Scales { group: usize },
 }
 
-/// Σ w² and Σ (w − ŵ)² of a tensor, per chunk (keyed by first row, summed in row order so the
-/// report does not depend on thread timing).
+/// Σ w² and Σ (w − ŵ)² of a tensor, per chunk (keyed by first row and first column, summed in
+/// that order so the report does not depend on thread timing; a chunk made twice, as the whole
+/// rows of a row-parallel split are on every rank, counts once).
 #[derive(Debug, Default)]
-pub struct ErrorSums(Mutex<BTreeMap<u64, (f64, f64)>>);
+pub struct ErrorSums(Mutex<BTreeMap<(u64, u64), (f64, f64)>>);
 
 impl ErrorSums {
-    pub(crate) fn add(&self, first_row: u64, signal: f64, noise: f64) {
+    pub(crate) fn add(&self, first_row: u64, first_col: u64, signal: f64, noise: f64) {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(first_row, (signal, noise));
+        m.insert((first_row, first_col), (signal, noise));
     }
 
     /// (Σ w², Σ (w − ŵ)²).
@@ -180,7 +181,71 @@ impl QuantProducer {
             signal += f64::from(a2) * d * d;
             noise += f64::from(d2) * d * d;
         }
-        errors.add(first, signal, noise);
+        errors.add(first, 0, signal, noise);
+    }
+}
+
+impl QuantProducer {
+    /// Makes columns `col .. col + dst.len() / rows` of rows `first .. first + rows` when this
+    /// part is elementwise (FP8 codes without a column scale), so a row-parallel rank quantizes
+    /// only its own columns; false when the part needs whole rows.
+    pub fn produce_columns(&self, first: u64, rows: u64, col: u64, dst: &mut [u8]) -> Result<bool> {
+        match self.part {
+            Part::Fp8Codes { scale } if self.col_scale.is_none() => {
+                self.fp8_window(scale, first, rows, col, dst)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// FP8 codes straight from the input bytes (decoded a block at a time), with their error
+    /// sums from the same pass. The plan-time amax pass ([`super::fp8_weight_scales`]) has
+    /// already refused non-finite weights.
+    fn fp8_window(
+        &self,
+        scale: f32,
+        first: u64,
+        rows: u64,
+        col: u64,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let cols = self.cols() as usize;
+        let es = self.dtype.size();
+        let width = dst.len() / rows.max(1) as usize;
+        let row_bytes = cols * es;
+        let from = first as usize * row_bytes;
+        let len = rows as usize * row_bytes;
+        let bytes = &self.ckpt.bytes(&self.src)[from..from + len];
+        let fail =
+            |e: kernels::KernelError| Error::tensor(self.path(), &self.src.name, e.to_string());
+        let mut sum = fp8_quant::ErrorSum::default();
+        if width == cols {
+            sum = fp8_quant::quantize_fp8_encoded(bytes, self.dtype, scale, dst).map_err(fail)?;
+        } else {
+            let c = col as usize * es;
+            for (src, out) in bytes
+                .chunks_exact(row_bytes)
+                .zip(dst.chunks_exact_mut(width))
+            {
+                let s = fp8_quant::quantize_fp8_encoded(
+                    &src[c..c + width * es],
+                    self.dtype,
+                    scale,
+                    out,
+                )
+                .map_err(fail)?;
+                sum.signal += s.signal;
+                sum.noise += s.noise;
+            }
+        }
+        self.ckpt
+            .mapped(self.src.file)
+            .release(self.src.start + from as u64, len as u64);
+        if let Some(errors) = &self.errors {
+            errors.add(first, col, sum.signal, sum.noise);
+        }
+        Ok(())
     }
 }
 
@@ -212,6 +277,9 @@ impl TensorProducer for QuantProducer {
     fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
         let cols = self.cols() as usize;
         match self.part {
+            Part::Fp8Codes { scale } if self.col_scale.is_none() => {
+                self.fp8_window(scale, first_row, rows, 0, dst)?;
+            }
             Part::Fp8Codes { scale } => {
                 let w = self.source_rows(first_row, rows)?;
                 fp8_quant::quantize_fp8_rows(&w, scale, dst);

@@ -217,7 +217,7 @@ impl AwqGemmProducer {
             signal += f64::from(a2);
             noise += f64::from(d2);
         }
-        errors.add(k0 as u64, signal, noise);
+        errors.add(0, k0 as u64, signal, noise);
     }
 }
 

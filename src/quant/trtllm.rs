@@ -38,6 +38,8 @@ pub struct TrtllmJob<'a> {
     pub group: usize,
     pub par: Parallel,
     pub linears: &'a [LinearState],
+    /// FP8 KV-cache scales (k, v) per layer (`--kv-cache fp8`).
+    pub kv_scales: Option<&'a [(f32, f32)]>,
     pub output: &'a Path,
 }
 
@@ -49,11 +51,6 @@ pub fn check_request(
     par: Parallel,
     eval_data: bool,
 ) -> Result<()> {
-    if scheme == QuantScheme::Int8Sq {
-        return Err(Error::Usage(
-            "--quant int8_sq is not written in the TensorRT-LLM layout (its smoothing factors are folded into norms, which TensorRT-LLM's W8A8_SQ_PER_CHANNEL does not read): use --format hf".into(),
-        ));
-    }
     if eval_data {
         return Err(Error::Usage(
             "--eval-data applies to hf output: evaluate a TensorRT-LLM export's quantization with `quantize` to hf (same calibration, same weights)".into(),
@@ -115,7 +112,7 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
     let mut files = Vec::new();
     // Row-parallel slices of one input span are read once for all ranks (see `SpanShare`).
     let share = Arc::new(crate::shard::slices::SpanShare::default());
-    for rank in &ranks {
+    for (r, rank) in ranks.iter().enumerate() {
         let target = job.output.join(&rank.name);
         let mut specs = Vec::new();
         let mut made: HashMap<String, Made> = HashMap::new();
@@ -138,6 +135,20 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
                 specs.push(spec);
             } else {
                 quantized_tensors(job, t, &quant, &mut specs, &mut made)?;
+            }
+        }
+        if let Some(kv) = job.kv_scales {
+            // `attention.kv_cache_scaling_factor` [1] per stage-local layer, the same on every
+            // tp rank: max of the k and v scales (TensorRT-LLM `Attention` has one
+            // `kv_cache_scaling_factor` of shape (1,); `modeling_utils.py` `preprocess_weights`
+            // merges separate k/v factors with `torch.max` the same way).
+            let stage = r as u64 / par.tp; // rank r = pp_rank × tp + tp_rank
+            let (first, count) = layout::stage_layers(cfg.num_hidden_layers, par.pp, stage);
+            for local in 0..count {
+                let (k, v) = kv[(first + local) as usize];
+                let name = format!("transformer.layers.{local}.attention.kv_cache_scaling_factor");
+                specs.push(TensorSpec::new(name.clone(), Dtype::F32, vec![1]));
+                made.insert(name, Made::inline(&[k.max(v)]));
             }
         }
         let layout = safetensors::plan_file(specs, Some(&rank.metadata))?;
@@ -269,6 +280,7 @@ impl Made {
 /// | FP8 | F8_E4M3 `[out, in]` | `weights_scaling_factor` F32 `[]`, `activation_scaling_factor` F32 `[]` (max over fused q/k/v) |
 /// | W8A16 | I8 `[out, in]` | `weights_scaling_factor` F32 `[out]` (modelopt's name for its `[out, in]` codes) |
 /// | W4A16_AWQ | I8 `[out/2, in]` (rows 2i, 2i+1 in the low, high nibble) | `weights_scaling_factor` F32 `[out, in/group]`, `prequant_scaling_factor` F32 `[in]` (AWQ only) |
+/// | W8A8_SQ_PER_CHANNEL | I8 `[out, in]` (of `W·diag(s)`) | `weights_scaling_factor` F32 `[out]`, `activation_scaling_factor` F32 `[]` (max over fused linears), `prequant_scaling_factor` F32 `[in]` = `1/s` |
 fn quantized_tensors(
     job: &TrtllmJob,
     t: &StoredTensor,
@@ -435,9 +447,43 @@ fn quantized_tensors(
             }
         }
         QuantScheme::Int8Sq => {
-            return Err(Error::Usage(
-                "--quant int8_sq is not written in the TensorRT-LLM layout".into(),
-            ))
+            // TensorRT-LLM's `Int8SmoothQuantLinear` / `Int8SmoothQuantRowLinear`
+            // (`quantization/layers.py`, made by `quantize.py` `smooth_quantize_ootb` for
+            // W8A8_SQ_PER_CHANNEL): `weight` int8 [out, in], `weights_scaling_factor` [out],
+            // `activation_scaling_factor` (per tensor) and `prequant_scaling_factor` [in], which
+            // its forward multiplies into the input on every linear (`x = mul(x, pqs)`) — so
+            // the smoothing `1/s` is written per linear and no norm is changed.
+            let codes = sharded(Part::Int8Codes, 1, 1);
+            let scales = sharded(Part::Int8Scales, 4, 0);
+            let act = blocks
+                .iter()
+                .map(|b| b.linear.input_scale.unwrap_or(1.0))
+                .fold(0.0f32, f32::max);
+            let pqs = prequant_scale(blocks, width, &fail)?;
+            add(
+                format!("{m}.weight"),
+                Dtype::I8,
+                vec![rows, width],
+                Made::new(source("weight"), Arc::new(codes)),
+            );
+            add(
+                format!("{m}.weights_scaling_factor"),
+                Dtype::F32,
+                vec![rows],
+                Made::new(source("weight_scale"), Arc::new(scales)),
+            );
+            add(
+                format!("{m}.activation_scaling_factor"),
+                Dtype::F32,
+                vec![],
+                Made::inline(&[act]),
+            );
+            add(
+                format!("{m}.prequant_scaling_factor"),
+                Dtype::F32,
+                vec![width],
+                Made::inline(&pqs),
+            );
         }
     }
     Ok(())
@@ -481,7 +527,7 @@ fn config_json(job: &TrtllmJob, exclude: Vec<String>) -> Value {
     let mut config = crate::shard::config::trtllm_config(cfg, job.par, job.input.dtypes[0]);
     let mut q = json!({
         "quant_algo": job.scheme.quant_algo(),
-        "kv_cache_quant_algo": null,
+        "kv_cache_quant_algo": job.kv_scales.map(|_| "FP8"),
         "exclude_modules": exclude,
     });
     if job.scheme.is_int4() {
@@ -541,6 +587,8 @@ impl TensorProducer for ShardedQuant {
                 let inner_first = p.first + (from - start);
                 if inner_rb == rb {
                     p.inner.produce(inner_first, n, out)?;
+                } else if p.inner.produce_columns(inner_first, n, p.col_byte, out)? {
+                    // Elementwise (FP8): only this rank's columns were read and quantized.
                 } else {
                     let mut whole = vec![0u8; n as usize * inner_rb];
                     p.inner.produce(inner_first, n, &mut whole)?;
@@ -581,8 +629,7 @@ mod tests {
         );
         // INT8 has no groups.
         assert!(check_request(&cfg(), QuantScheme::Int8Wo, 128, par(2), false).is_ok());
-        let e = check_request(&cfg(), QuantScheme::Int8Sq, 128, par(1), false).unwrap_err();
-        assert!(e.to_string().contains("--format hf"), "{e}");
+        assert!(check_request(&cfg(), QuantScheme::Int8Sq, 128, par(2), false).is_ok());
         let e = check_request(&cfg(), QuantScheme::Fp8, 128, par(1), true).unwrap_err();
         assert!(e.to_string().contains("--eval-data"), "{e}");
         assert!(check_request(&cfg(), QuantScheme::Fp8, 128, par(3), false).is_err());

@@ -147,3 +147,28 @@ pub fn assert_same_tensors(a: &Path, b: &Path) {
         }
     }
 }
+
+/// A copy of fixture `model` (one model.safetensors) with the 4th value of `tensor` set to NaN
+/// (in the file's own dtype), in `dir`.
+pub fn with_nan(model: &str, tensor: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{model}-nan"));
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(fixture(model)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, out.join(p.file_name().unwrap())).unwrap();
+    }
+    let path = out.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let info = &header[tensor];
+    let start = 8 + n + info["data_offsets"][0].as_u64().unwrap() as usize + 6;
+    let nan: &[u8] = match info["dtype"].as_str().unwrap() {
+        "BF16" => &[0xC0, 0x7F],
+        "F16" => &[0x00, 0x7E],
+        _ => &[0x00, 0x00, 0xC0, 0x7F],
+    };
+    bytes[start..start + nan.len()].copy_from_slice(nan);
+    std::fs::write(&path, bytes).unwrap();
+    out
+}

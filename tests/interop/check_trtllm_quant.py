@@ -16,6 +16,11 @@ cuts it: `attention.qkv` = cat(q_r, k_r, v_r) with KV heads repeated when n_kv <
         qkv), `activation_scaling_factor` F32 []; w = e4m3(code) * ws;
         |w - w_hat| <= max(|w| 2^-4, ws 2^-10).
 - W8A16: `weight` I8 [out, in], `weights_scaling_factor` F32 [out]; |w - w_hat| <= wsf[row] / 2.
+- W8A8_SQ_PER_CHANNEL (TensorRT-LLM `quantization/layers.py` `Int8SmoothQuantLinear`): `weight`
+        I8 [out, in] of W diag(s), `weights_scaling_factor` F32 [out], `activation_scaling_factor`
+        F32 [] > 0, `prequant_scaling_factor` F32 [in] = 1/s (multiplied into the input of every
+        linear); w_hat = code * wsf[row] * pqs[col]; |w - w_hat| <= wsf[row] pqs[col] / 2; the
+        norms are the input's, unchanged (nothing is folded into them).
 - W4A16_AWQ: `weight` I8 [out/2, in], byte (i, k) = row 2i in the low nibble, row 2i+1 in the
         high nibble (two's complement); `weights_scaling_factor` F32 [out, in/group];
         `prequant_scaling_factor` F32 [in] (AWQ): the effective weight is w_hat * pqs[None, :];
@@ -38,7 +43,7 @@ import safetensors
 from check_quantized_hf import e4m3, to_f32 as to_f64, unpack_int4
 
 NP = {"F32": np.float32, "I8": np.int8, "U8": np.uint8, "F8_E4M3": np.uint8}
-ALGO = {"fp8": "FP8", "int8_wo": "W8A16", "int4_awq": "W4A16_AWQ", "int4_rtn": "W4A16_AWQ"}
+ALGO = {"fp8": "FP8", "int8_wo": "W8A16", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "int4_rtn": "W4A16_AWQ"}
 
 
 def load(path):
@@ -93,6 +98,15 @@ def dequantize(rank, p, scheme, w):
         pcs = to_f64(rank[p + ".weights_scaling_factor"])
         assert pcs.shape == (w.shape[0],), (p, pcs.shape)
         return codes.astype(np.float64) * pcs[:, None], np.broadcast_to(pcs[:, None] / 2, w.shape)
+    if scheme == "int8_sq":
+        assert code[0] == "I8" and code[1] == list(w.shape), (p, code[:2])
+        pcs = to_f64(rank[p + ".weights_scaling_factor"])
+        act = to_f64(rank[p + ".activation_scaling_factor"])
+        pqs = to_f64(rank[p + ".prequant_scaling_factor"])
+        assert pcs.shape == (w.shape[0],) and act.shape == () and act > 0, (p, pcs.shape, act)
+        assert pqs.shape == (w.shape[1],) and np.all(pqs > 0), (p, pqs.shape)
+        w_hat = codes.astype(np.float64) * pcs[:, None] * pqs[None, :]
+        return w_hat, pcs[:, None] / 2 * pqs[None, :]
     assert code[0] == "I8" and code[1] == [w.shape[0] // 2, w.shape[1]], (p, code[:2])
     ws = to_f64(rank[p + ".weights_scaling_factor"])
     group = w.shape[1] // ws.shape[1]
@@ -129,7 +143,12 @@ def main():
         rank = load(os.path.join(out_dir, f"rank{r}.safetensors"))
         tp_rank, pp_rank = r % tp, r // tp
         for local in range(per_stage):
-            shares = expected_shares(hf, hf_cfg, tp, tp_rank, pp_rank * per_stage + local)
+            layer = pp_rank * per_stage + local
+            for tl_norm, hf_norm in (("input_layernorm", "input_layernorm"), ("post_layernorm", "post_attention_layernorm")):
+                got = rank.get(f"transformer.layers.{local}.{tl_norm}.weight")
+                if got is None or got[2] != hf[f"model.layers.{layer}.{hf_norm}.weight"][2]:
+                    problems.append(f"rank{r} layer {local} {tl_norm}: not the input's norm")
+            shares = expected_shares(hf, hf_cfg, tp, tp_rank, layer)
             for kind, w in shares.items():
                 p = f"transformer.layers.{local}.{kind}"
                 try:

@@ -9,7 +9,7 @@ where rel_err of a tensor is max|got - ref| / max|ref| (elementwise error relati
 tensor's scale; max_elementwise_rel_err is |got - ref| / |ref| over nonzero entries), and exits 1 if a tensor is missing, extra or of another shape.
 
 Definitions (README `calibrate`): absmax / mean_abs of |x| over all tokens per channel;
-Minitron a_w = mean over a window's tokens of |x|, importance = sqrt(sum_w a_w^2) (heads / query
+per layer max |k| (keys after RoPE) and max |v| (the KV cache); Minitron a_w = mean over a window's tokens of |x|, importance = sqrt(sum_w a_w^2) (heads / query
 groups: L2 over their channels; hidden: summed over every norm output); block influence =
 1 - mean over tokens of cos(h_in, h_out).
 """
@@ -34,11 +34,15 @@ def main():
     windows = json.loads(Path(windows_path).read_text())
     w = load_weights(model_dir)
 
-    absmax, sum_abs, sq_mean = {}, {}, {}
+    absmax, sum_abs, sq_mean, kv_absmax = {}, {}, {}, {}
     cos_sum = np.zeros(n_layers)
     tokens = 0
 
     def tap(layer, name, x):
+        if name == "kv_cache":  # keys after RoPE, values: one max |x| each per layer
+            for c, a in zip("kv", x):
+                kv_absmax[(layer, c)] = max(kv_absmax.get((layer, c), 0.0), float(np.abs(a).max()))
+            return
         if name == "residual":
             a, b = x
             cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
@@ -69,6 +73,8 @@ def main():
         for lin, site in site_of.items():
             ref[f"stats.model.layers.{l}.{lin}.input_absmax"] = absmax[(l, site)]
             ref[f"stats.model.layers.{l}.{lin}.input_mean_abs"] = sum_abs[(l, site)] / tokens
+        for c in "kv":
+            ref[f"stats.model.layers.{l}.self_attn.{c}_cache_absmax"] = np.array([kv_absmax[(l, c)]])
         ref[f"importance.layers.{l}.ffn"] = np.sqrt(sq_mean[(l, "down_in")])
         per_channel = np.sqrt(sq_mean[(l, "o_in")]).reshape(n_heads, head_dim)
         ref[f"importance.layers.{l}.heads"] = np.linalg.norm(per_channel, axis=1)

@@ -116,6 +116,7 @@ def forward(model_dir, tokens, tap=None, weights=None):
         v = proj("v_proj").reshape(seq, n_kv, head_dim).transpose(1, 0, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        tap(layer, "kv_cache", (k, v))
         rep = n_heads // n_kv
         k = np.repeat(k, rep, axis=0)
         v = np.repeat(v, rep, axis=0)
