@@ -847,3 +847,70 @@ open(path, "wb").write(len(h).to_bytes(8, "little") + h + data)
         assert!(err.contains("model.layers.1.mlp.up_proj"), "{mode}: {err}");
     }
 }
+
+/// `--device` changes where FP8 / INT8 / INT4 codes are made, never the bytes: `auto` (the CPU
+/// here, the GPU where one is present) and, with a GPU, `cuda` write the CPU's checkpoint, for
+/// the Hugging Face layout and a TensorRT-LLM tp 2 export. Without a GPU, `cuda` is a one-line
+/// usage error before calibration and nothing is written (`CKPT_OPT_REQUIRE_CUDA=1` turns that
+/// case into a failure, for GPU machines).
+#[test]
+fn device_choice_never_changes_the_quantized_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("llama-gqa");
+    let calib = calib_text(dir.path());
+    let gpu = ckpt_opt::plan::Device::Cuda.resolve().is_ok();
+    if !gpu && std::env::var("CKPT_OPT_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+        panic!("CKPT_OPT_REQUIRE_CUDA=1 but no CUDA device can be opened");
+    }
+    for (scheme, format) in [
+        ("fp8", "hf"),
+        ("int8_wo", "hf"),
+        ("int4_rtn", "hf"),
+        ("int8_sq", "hf"),
+        ("fp8", "trtllm"),
+        ("int4_rtn", "trtllm"),
+    ] {
+        let args = |device: &str, out: &Path| -> Vec<String> {
+            let mut a = vec!["-q", "--no-manifest", "convert", s(&m), s(out), "--format"];
+            a.extend([
+                format,
+                "--quant",
+                scheme,
+                "--device",
+                device,
+                "--calib-data",
+                s(&calib),
+            ]);
+            if format == "trtllm" {
+                a.extend(["--tp", "2"]);
+            }
+            a.into_iter().map(String::from).collect()
+        };
+        let run = |device: &str| -> (PathBuf, Vec<String>) {
+            let out = dir.path().join(format!("{scheme}-{format}-{device}"));
+            let a = args(device, &out);
+            (out, a)
+        };
+        let (cpu, cpu_args) = run("cpu");
+        ok(&cpu_args.iter().map(String::as_str).collect::<Vec<_>>());
+        for device in ["auto", "cuda"] {
+            let (out, owned) = run(device);
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            if device == "cuda" && !gpu {
+                let err = fails(&args, 2);
+                assert!(err.contains("no CUDA device"), "{err}");
+                assert!(!out.exists());
+                continue;
+            }
+            ok(&args);
+            for entry in std::fs::read_dir(&cpu).unwrap() {
+                let name = entry.unwrap().file_name();
+                if name.to_string_lossy().ends_with(".safetensors") {
+                    eprintln!("{scheme} {format} --device {device}: {name:?}");
+                    common::assert_same_tensors(&cpu.join(&name), &out.join(&name));
+                }
+            }
+        }
+    }
+    eprintln!("quantize device test ran with gpu = {gpu}");
+}

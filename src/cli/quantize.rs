@@ -87,8 +87,8 @@ pub struct QuantFlags {
     /// Evaluate only the first N windows of --eval-data.
     #[arg(long)]
     pub eval_max_windows: Option<usize>,
-    /// Where GGUF block quantization runs: cpu (default), cuda (an error without a GPU), or
-    /// auto. Same bytes either way; the Hugging Face schemes run on the CPU.
+    /// Where quantization runs: cpu (default), cuda (an error without a GPU), or auto. Same
+    /// bytes either way (GGUF blocks, and FP8 / INT8 / INT4 codes of the other schemes).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: plan::Device,
 }
@@ -121,12 +121,10 @@ pub(super) fn run_quantize(
     out: &mut dyn Write,
 ) -> Result<()> {
     use crate::quant;
-    if f.device == plan::Device::Cuda {
-        return Err(Error::Usage(
-            "--device cuda applies to GGUF block types; the Hugging Face schemes run on the CPU"
-                .into(),
-        ));
-    }
+    let exec = ExecOptions {
+        device: f.device,
+        ..exec
+    };
     let progress = exec.progress;
     let opts = quant::QuantizeOptions {
         request: quant::scheme::QuantRequest::parse(quant)?,

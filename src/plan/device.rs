@@ -1,4 +1,5 @@
-//! `--device cpu|cuda|auto`: where the executor runs GGML block quantization.
+//! `--device cpu|cuda|auto`: where the executor runs GGML block quantization and the quantize
+//! producers run FP8, INT8 and INT4 (the Hugging Face and TensorRT-LLM schemes).
 //!
 //! The CUDA twins (`kernels::cuda`) give the same bytes as the CPU kernels (integer codes and
 //! fp16 scales bit-exact; see the README's CUDA section), so the device changes speed, never
@@ -42,6 +43,22 @@ thread_local! {
     static QUANTIZER: RefCell<Option<Quantizer>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` with this thread's quantizer, made (and its CUDA context opened) on first use.
+pub fn with_quantizer<T>(
+    f: impl FnOnce(&Quantizer) -> Result<T, CudaError>,
+) -> Result<T, CudaError> {
+    QUANTIZER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Quantizer::new()?);
+        }
+        match slot.as_ref() {
+            Some(q) => f(q),
+            None => Err(CudaError::InvalidInput("no CUDA quantizer".into())),
+        }
+    })
+}
+
 /// Quantizes `src` (whole rows) into `dst` on the GPU when `ty` has a CUDA twin; `Ok(false)`
 /// when it has none, so the caller runs the CPU kernel.
 pub fn quantize_ggml_cuda(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<bool, CudaError> {
@@ -57,14 +74,5 @@ pub fn quantize_ggml_cuda(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<b
         GgmlType::Q6K => Quantizer::q6_k,
         _ => return Ok(false),
     };
-    QUANTIZER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Quantizer::new()?);
-        }
-        match slot.as_ref() {
-            Some(q) => twin(q, src, dst).map(|()| true),
-            None => Ok(false),
-        }
-    })
+    with_quantizer(|q| twin(q, src, dst).map(|()| true))
 }

@@ -9,7 +9,7 @@ mod device;
 mod exec;
 mod rows;
 
-pub use device::Device;
+pub use device::{with_quantizer, Device};
 
 pub use exec::{execute, execute_produced, ExecOptions, ExecStats};
 

@@ -67,6 +67,9 @@ pub struct HfJob<'a> {
     pub excluded: &'a [String],
     /// FP8 KV-cache scales (k, v) per layer (`--kv-cache fp8`).
     pub kv_scales: Option<&'a [(f32, f32)]>,
+    /// Where the codes are made (`--device`, resolved; the transformers AWQ layout is made on
+    /// the CPU).
+    pub device: crate::plan::Device,
     pub max_shard_size: u64,
     /// Extra `quantization_config` fields (AWQ ratios etc. are not included: loaders reject
     /// unknown keys in some versions).
@@ -112,6 +115,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                     row_divisor: l.row_divisor.clone(),
                     clip: l.clip.clone(),
                     errors: errors.then(|| Arc::clone(&l.errors)),
+                    device: job.device,
                 })
             };
             let m = &l.module;

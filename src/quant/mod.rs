@@ -123,6 +123,8 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         }
     };
 
+    // Checked before calibration: `--device cuda` without a GPU fails at once.
+    let device = opts.exec.device.resolve()?;
     if let QuantOutput::Trtllm(par) = opts.output {
         trtllm::check_request(&cfg, scheme, group as u64, par, opts.eval_data.is_some())?;
     }
@@ -306,6 +308,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 format: opts.hf_format,
                 excluded: &excluded,
                 kv_scales: kv_scales.as_deref(),
+                device,
                 max_shard_size: opts.max_shard_size,
                 output,
             };
@@ -322,6 +325,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 par,
                 linears: &linears,
                 kv_scales: kv_scales.as_deref(),
+                device,
                 output,
             };
             let plan = trtllm::plan(&job)?;

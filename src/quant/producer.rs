@@ -60,6 +60,9 @@ pub struct QuantProducer {
     pub clip: Option<Arc<Vec<f32>>>,
     /// Where the codes producer adds its error sums (`None` for scale producers).
     pub errors: Option<Arc<ErrorSums>>,
+    /// `Cuda`: FP8, INT8 and unclipped INT4 codes come from the CUDA twins (same bytes as the
+    /// CPU kernels); scales, clipped INT4 and error sums stay on the CPU.
+    pub device: crate::plan::Device,
 }
 
 impl std::fmt::Debug for QuantProducer {
@@ -122,6 +125,21 @@ impl QuantProducer {
         Ok(w)
     }
 
+    /// Runs a CUDA twin on this thread's quantizer; its error names the tensor.
+    fn on_gpu(
+        &self,
+        twin: impl FnOnce(
+            &kernels::cuda::Quantizer,
+        ) -> std::result::Result<(), kernels::cuda::CudaError>,
+    ) -> Result<()> {
+        crate::plan::with_quantizer(twin)
+            .map_err(|e| Error::tensor(self.path(), &self.src.name, format!("--device cuda: {e}")))
+    }
+
+    fn gpu(&self) -> bool {
+        self.device == crate::plan::Device::Cuda
+    }
+
     /// INT4 codes and scales of source rows starting at `first` (clipped when there are
     /// clip ratios).
     fn quantize_int4(
@@ -131,9 +149,12 @@ impl QuantProducer {
         group: usize,
         codes: &mut [i8],
         scales: &mut [f32],
-    ) {
+    ) -> Result<()> {
         let cols = self.cols() as usize;
         match &self.clip {
+            None if self.gpu() => {
+                self.on_gpu(|q| q.int4_groupwise(w, cols, group, codes, scales))?
+            }
             Some(clip) => {
                 let per_row = cols / group;
                 let from = first as usize * per_row;
@@ -142,6 +163,7 @@ impl QuantProducer {
             }
             None => int4::quantize_int4_group_rows(w, cols, group, codes, scales),
         }
+        Ok(())
     }
 
     /// Adds Σ w² and Σ (w − ŵ)² of effective weights (`/ s`) to the error sums (f32 within
@@ -277,12 +299,16 @@ impl TensorProducer for QuantProducer {
     fn produce(&self, first_row: u64, rows: u64, dst: &mut [u8]) -> Result<()> {
         let cols = self.cols() as usize;
         match self.part {
-            Part::Fp8Codes { scale } if self.col_scale.is_none() => {
+            Part::Fp8Codes { scale } if self.col_scale.is_none() && !self.gpu() => {
                 self.fp8_window(scale, first_row, rows, 0, dst)?;
             }
             Part::Fp8Codes { scale } => {
                 let w = self.source_rows(first_row, rows)?;
-                fp8_quant::quantize_fp8_rows(&w, scale, dst);
+                if self.gpu() {
+                    self.on_gpu(|q| q.fp8_e4m3(&w, scale, dst))?;
+                } else {
+                    fp8_quant::quantize_fp8_rows(&w, scale, dst);
+                }
                 let mut deq = vec![0.0f32; w.len()];
                 fp8_quant::dequantize_fp8_rows(dst, scale, &mut deq);
                 self.record(first_row, &w, &deq);
@@ -292,7 +318,11 @@ impl TensorProducer for QuantProducer {
                 let mut scales = vec![0.0f32; rows as usize];
                 if self.part == Part::Int8Codes {
                     let mut codes = vec![0i8; w.len()];
-                    int8::quantize_int8_rows(&w, cols, &mut codes, &mut scales);
+                    if self.gpu() {
+                        self.on_gpu(|q| q.int8_per_channel(&w, cols, &mut codes, &mut scales))?;
+                    } else {
+                        int8::quantize_int8_rows(&w, cols, &mut codes, &mut scales);
+                    }
                     dst.iter_mut().zip(&codes).for_each(|(d, &c)| *d = c as u8);
                     let mut deq = vec![0.0f32; w.len()];
                     int8::dequantize_int8_rows(&codes, cols, &scales, &mut deq);
@@ -306,7 +336,7 @@ impl TensorProducer for QuantProducer {
                 let w = self.source_rows(2 * first_row, 2 * rows)?;
                 let mut codes = vec![0i8; w.len()];
                 let mut scales = vec![0.0f32; w.len() / group];
-                self.quantize_int4(2 * first_row, &w, group, &mut codes, &mut scales);
+                self.quantize_int4(2 * first_row, &w, group, &mut codes, &mut scales)?;
                 int4::pack_int4_row_pairs(&codes, cols, dst);
                 let mut deq = vec![0.0f32; w.len()];
                 int4::dequantize_int4_group_rows(&codes, group, &scales, &mut deq);
@@ -317,7 +347,7 @@ impl TensorProducer for QuantProducer {
                 let mut scales = vec![0.0f32; w.len() / group];
                 if self.clip.is_some() {
                     let mut codes = vec![0i8; w.len()];
-                    self.quantize_int4(first_row, &w, group, &mut codes, &mut scales);
+                    self.quantize_int4(first_row, &w, group, &mut codes, &mut scales)?;
                 } else {
                     int4::int4_group_scales(&w, group, &mut scales);
                 }

@@ -40,6 +40,8 @@ pub struct TrtllmJob<'a> {
     pub linears: &'a [LinearState],
     /// FP8 KV-cache scales (k, v) per layer (`--kv-cache fp8`).
     pub kv_scales: Option<&'a [(f32, f32)]>,
+    /// Where the codes are made (`--device`, resolved).
+    pub device: crate::plan::Device,
     pub output: &'a Path,
 }
 
@@ -322,6 +324,7 @@ fn quantized_tensors(
                             Part::Fp8Codes { .. } | Part::Int8Codes | Part::Int4Packed { .. }
                         )
                         .then(|| Arc::clone(&b.linear.errors)),
+                        device: job.device,
                     },
                 }
             })
