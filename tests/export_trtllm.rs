@@ -289,20 +289,7 @@ fn awq_ranks_hold_exactly_the_hf_quantize_codes_cut_per_rank() {
     let hf_file = hf.join("model.safetensors");
     let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
     // Column-parallel: the ranks' rows one after the other.
-    for (hf_name, tl_name) in [
-        (
-            "model.layers.1.mlp.gate_proj.weight",
-            "transformer.layers.1.mlp.fc.weight",
-        ),
-        (
-            "model.layers.1.mlp.gate_proj.weight_scale",
-            "transformer.layers.1.mlp.fc.weights_scaling_factor",
-        ),
-    ] {
-        let (_, want) = tensor(&hf_file, hf_name);
-        let got = [rank(0, tl_name).1, rank(1, tl_name).1].concat();
-        assert!(got == want, "{tl_name} differs from {hf_name}");
-    }
+    assert_rows_stacked(&hf_file, &tl, "mlp.gate_proj", "mlp.fc");
     // Row-parallel: each rank holds its half of every row (codes and group scales).
     for (hf_name, tl_name) in [
         (
@@ -337,6 +324,23 @@ fn awq_ranks_hold_exactly_the_hf_quantize_codes_cut_per_rank() {
                 "rank{r} {tl_name} differs from its half of {hf_name}"
             );
         }
+    }
+}
+
+/// Layer 1's `hf` codes and row scales equal the tp 2 ranks' `tl` ones stacked (column-parallel).
+fn assert_rows_stacked(hf_file: &Path, tl: &Path, hf: &str, tl_linear: &str) {
+    let rank = |r: usize, name: &str| tensor(&tl.join(format!("rank{r}.safetensors")), name);
+    for (h, t) in [
+        ("weight", "weight"),
+        ("weight_scale", "weights_scaling_factor"),
+    ] {
+        let (hf_name, tl_name) = (
+            format!("model.layers.1.{hf}.{h}"),
+            format!("transformer.layers.1.{tl_linear}.{t}"),
+        );
+        let (_, want) = tensor(hf_file, &hf_name);
+        let got = [rank(0, &tl_name).1, rank(1, &tl_name).1].concat();
+        assert!(got == want, "{tl_name} differs from {hf_name}");
     }
 }
 
@@ -465,22 +469,7 @@ fn int8_sq_ranks_hold_the_hf_codes_and_the_unfolded_smoothing() {
             .collect()
     };
     // Column-parallel codes and scales: the ranks' rows one after the other.
-    for (hf_name, tl_name) in [
-        (
-            "model.layers.1.mlp.up_proj.weight",
-            "transformer.layers.1.mlp.gate.weight",
-        ),
-        (
-            "model.layers.1.mlp.up_proj.weight_scale",
-            "transformer.layers.1.mlp.gate.weights_scaling_factor",
-        ),
-    ] {
-        let (_, want) = tensor(&hf_file, hf_name);
-        assert!(
-            [rank(0, tl_name).1, rank(1, tl_name).1].concat() == want,
-            "{tl_name}"
-        );
-    }
+    assert_rows_stacked(&hf_file, &tl, "mlp.up_proj", "mlp.gate");
     // Row-parallel: half of every row; the pre-quant scale split with the columns.
     let (shape, want) = tensor(&hf_file, "model.layers.0.mlp.down_proj.weight");
     let (_, pqs) = tensor(&hf_file, "model.layers.0.mlp.down_proj.pre_quant_scale");

@@ -526,15 +526,12 @@ fn for_each_row_chunk(
         kernels::cpu::cast::decode_f32(chunk, dtype, &mut buf)
             .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?;
         if let Some(i) = kernels::cpu::scale::first_non_finite(&buf) {
-            return Err(Error::tensor(
+            return Err(not_finite(
                 path,
                 &src.name,
-                format!(
-                    "{} at row {}, column {}: cannot quantize",
-                    buf[i],
-                    c * per + i / cols,
-                    i % cols
-                ),
+                buf[i],
+                c * per * cols + i,
+                cols,
             ));
         }
         f(&buf);
@@ -542,6 +539,16 @@ fn for_each_row_chunk(
             .release(src.start + (c * per * row_bytes) as u64, chunk.len() as u64);
     }
     Ok(())
+}
+
+/// `tensor NAME: NaN at row R, column C: cannot quantize` for element `at` of a `cols`-wide tensor.
+fn not_finite(path: &Path, name: &str, value: f32, at: usize, cols: usize) -> Error {
+    let why = format!(
+        "{value} at row {}, column {}: cannot quantize",
+        at / cols,
+        at % cols
+    );
+    Error::tensor(path, name, why)
 }
 
 /// FP8 per-tensor weight scales: one read pass per weight over its encoded bytes (in parallel
@@ -574,16 +581,7 @@ fn fp8_weight_scales(ckpt: &Checkpoint, linears: &mut [LinearState]) -> Result<(
                         let b = &chunk[i * dtype.size()..(i + 1) * dtype.size()];
                         kernels::cpu::cast::decode_f32(b, dtype, &mut v)
                             .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?;
-                        return Err(Error::tensor(
-                            path,
-                            &src.name,
-                            format!(
-                                "{} at row {}, column {}: cannot quantize",
-                                v[0],
-                                at / cols,
-                                at % cols
-                            ),
-                        ));
+                        return Err(not_finite(path, &src.name, v[0], at, cols));
                     }
                 }
                 ckpt.mapped(src.file)

@@ -382,7 +382,7 @@ fn quantized_tensors(
                 Made::inline(&[act]),
             );
         }
-        QuantScheme::Int8Wo => {
+        QuantScheme::Int8Wo | QuantScheme::Int8Sq => {
             let codes = sharded(Part::Int8Codes, 1, 1);
             // Whole-row scales: a row-parallel split keeps all of `out` on every rank.
             let scales = sharded(Part::Int8Scales, 4, 0);
@@ -398,6 +398,31 @@ fn quantized_tensors(
                 vec![rows],
                 Made::new(source("weight_scale"), Arc::new(scales)),
             );
+            if job.scheme == QuantScheme::Int8Sq {
+                // TensorRT-LLM's `Int8SmoothQuantLinear` / `Int8SmoothQuantRowLinear`
+                // (`quantization/layers.py`, made by `quantize.py` `smooth_quantize_ootb` for
+                // W8A8_SQ_PER_CHANNEL) also hold `activation_scaling_factor` (per tensor) and
+                // `prequant_scaling_factor` [in], which their forward multiplies into the input
+                // on every linear (`x = mul(x, pqs)`) — so the smoothing `1/s` is written per
+                // linear and no norm is changed.
+                let act = blocks
+                    .iter()
+                    .map(|b| b.linear.input_scale.unwrap_or(1.0))
+                    .fold(0.0f32, f32::max);
+                let pqs = prequant_scale(blocks, width, &fail)?;
+                add(
+                    format!("{m}.activation_scaling_factor"),
+                    Dtype::F32,
+                    vec![],
+                    Made::inline(&[act]),
+                );
+                add(
+                    format!("{m}.prequant_scaling_factor"),
+                    Dtype::F32,
+                    vec![width],
+                    Made::inline(&pqs),
+                );
+            }
         }
         QuantScheme::Int4Awq | QuantScheme::Int4Rtn => {
             for b in blocks {
@@ -448,45 +473,6 @@ fn quantized_tensors(
                     Made::inline(&pqs),
                 );
             }
-        }
-        QuantScheme::Int8Sq => {
-            // TensorRT-LLM's `Int8SmoothQuantLinear` / `Int8SmoothQuantRowLinear`
-            // (`quantization/layers.py`, made by `quantize.py` `smooth_quantize_ootb` for
-            // W8A8_SQ_PER_CHANNEL): `weight` int8 [out, in], `weights_scaling_factor` [out],
-            // `activation_scaling_factor` (per tensor) and `prequant_scaling_factor` [in], which
-            // its forward multiplies into the input on every linear (`x = mul(x, pqs)`) — so
-            // the smoothing `1/s` is written per linear and no norm is changed.
-            let codes = sharded(Part::Int8Codes, 1, 1);
-            let scales = sharded(Part::Int8Scales, 4, 0);
-            let act = blocks
-                .iter()
-                .map(|b| b.linear.input_scale.unwrap_or(1.0))
-                .fold(0.0f32, f32::max);
-            let pqs = prequant_scale(blocks, width, &fail)?;
-            add(
-                format!("{m}.weight"),
-                Dtype::I8,
-                vec![rows, width],
-                Made::new(source("weight"), Arc::new(codes)),
-            );
-            add(
-                format!("{m}.weights_scaling_factor"),
-                Dtype::F32,
-                vec![rows],
-                Made::new(source("weight_scale"), Arc::new(scales)),
-            );
-            add(
-                format!("{m}.activation_scaling_factor"),
-                Dtype::F32,
-                vec![],
-                Made::inline(&[act]),
-            );
-            add(
-                format!("{m}.prequant_scaling_factor"),
-                Dtype::F32,
-                vec![width],
-                Made::inline(&pqs),
-            );
         }
     }
     Ok(())
