@@ -5,15 +5,18 @@
 #   reshard  = ckpt-opt convert --format hf (the executor's plain streaming copy, for reference)
 #   ffn      = ckpt-opt prune --target-ffn-hidden-size 4096 (gate/up rows and down columns gathered)
 #   depth    = ckpt-opt prune --target-num-layers N-3 by block influence (whole layers dropped)
-#   width    = ckpt-opt prune --target-hidden-size 1536 --target-num-attention-heads 8
-#              (every linear's columns gathered: the slowest, scattered pattern)
+#   heads    = ckpt-opt prune --target-num-attention-heads 8 (q rows and o_proj columns by head)
+#   hidden   = ckpt-opt prune --target-hidden-size 1536 (every linear's columns gathered: the
+#              slowest, scattered pattern)
 # GB/s of a prune job = bytes it writes / seconds; "vs copy" = that / the baseline's GB/s (the
 # issue's bar: >= 0.8x, peak RSS <= 512 MiB). The statistics file comes from a cheap calibrate
 # run (2 windows of 32 tokens): its values decide what is kept, not how fast slicing is.
 # Inputs are read once first, so every job starts from a warm page cache. The disk is shared, so
 # the baseline and the jobs run in turns, BENCH_REPS rounds (default 5), and each row reports the
-# median seconds and the largest peak RSS over its rounds. Threads: each ckpt-opt job runs with
-# every count in BENCH_THREADS (default "1 2").
+# median seconds, the largest peak RSS and the median 1-minute load average (taken before each
+# run: the machine is shared) over its rounds. Threads: each ckpt-opt job runs with every count
+# in BENCH_THREADS (default "1 2"). Jobs run with --no-manifest (the ckpt-opt.json blake3 pass
+# is a separate cost).
 # Results in bench-data/prune.md. On a machine without cargo or the Python packages, BENCH_BIN
 # (a built ckpt-opt), BENCH_MODEL (the model folder) and BENCH_STATS (its statistics file) skip
 # building, generating and calibrating.
@@ -44,21 +47,22 @@ fi
 in_bytes=$(cat "$model"/*.safetensors | wc -c)
 cat "$model"/*.safetensors >/dev/null
 
-measure() { # command... ; prints "seconds rss_mib"
-  local log="$data/time.log"
+measure() { # command... ; prints "seconds rss_mib load"
+  local log="$data/time.log" load
+  load=$(cut -d' ' -f1 /proc/loadavg)
   /usr/bin/time -v "$@" >/dev/null 2>"$log"
-  awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; secs=s}
+  awk -F': ' -v load="$load" '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; secs=s}
               /Maximum resident set size/ {rss=$2/1024}
-              END {printf "%s %.0f\n", secs, rss}' "$log"
+              END {printf "%s %.0f %s\n", secs, rss, load}' "$log"
 }
 out_bytes() { cat "$1"/*.safetensors | wc -c; }
 
-echo "| model | job | bytes written | seconds | GB/s | vs copy | peak RSS MiB |" >"$results"
-echo "|---|---|---|---|---|---|---|" >>"$results"
-row() { # job bytes secs rss base_gbps
+echo "| model | job | bytes written | seconds | GB/s | vs copy | peak RSS MiB | load |" >"$results"
+echo "|---|---|---|---|---|---|---|---|" >>"$results"
+row() { # job bytes secs rss load base_gbps
   awk -v m="$(awk -v b="$in_bytes" 'BEGIN{printf "%.2f GB", b/1e9}')" -v j="$1" -v b="$2" -v s="$3" \
-    -v r="$4" -v base="$5" \
-    'BEGIN{g=b/1e9/s; printf "| %s | %s | %.3f GB | %.2f | %.2f | %.2fx | %s |\n", m, j, b/1e9, s, g, (base>0? g/base : 1), r}' >>"$results"
+    -v r="$4" -v l="$5" -v base="$6" \
+    'BEGIN{g=b/1e9/s; printf "| %s | %s | %.3f GB | %.2f | %.2f | %.2fx | %s | %s |\n", m, j, b/1e9, s, g, (base>0? g/base : 1), r, l}' >>"$results"
 }
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
@@ -67,10 +71,15 @@ median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v
 declare -A args=(
   [ffn]="--target-ffn-hidden-size 4096"
   [depth]="--target-num-layers $((layers - 3))"
-  [width]="--target-hidden-size 1536 --target-num-attention-heads 8"
+  [heads]="--target-num-attention-heads 8"
+  [hidden]="--target-hidden-size 1536"
 )
+names=(ffn depth heads hidden)
 jobs=(copy)
-for t in $threads_list; do jobs+=("reshard-j$t" "ffn-j$t" "depth-j$t" "width-j$t"); done
+for t in $threads_list; do
+  jobs+=("reshard-j$t")
+  for name in "${names[@]}"; do jobs+=("$name-j$t"); done
+done
 declare -A written
 for j in "${jobs[@]}"; do : >"$data/prune-$j.log"; done
 for ((round = 1; round <= reps; round++)); do
@@ -82,28 +91,29 @@ for ((round = 1; round <= reps; round++)); do
       mkdir -p "$out"
       measure bash -c "cp '$model'/*.safetensors '$out/' && sync '$out'/*" >>"$data/prune-$j.log"
     elif [ "$name" = reshard ]; then
-      measure "$bin" --quiet -j "$t" convert "$model" "$out" --format hf >>"$data/prune-$j.log"
+      measure "$bin" --quiet --no-manifest -j "$t" convert "$model" "$out" --format hf >>"$data/prune-$j.log"
     else
       # shellcheck disable=SC2086
-      measure "$bin" --quiet -j "$t" prune "$model" "$out" --calib-stats "$stats" ${args[$name]} >>"$data/prune-$j.log"
+      measure "$bin" --quiet --no-manifest -j "$t" prune "$model" "$out" --calib-stats "$stats" ${args[$name]} >>"$data/prune-$j.log"
     fi
     written[$j]=$(out_bytes "$out")
     rm -rf "$out"
   done
 done
-summary() { # job -> "median_seconds max_rss"
-  echo "$(awk '{print $1}' "$data/prune-$1.log" | median) $(awk 'BEGIN{m=0} {if ($2>m) m=$2} END{print m}' "$data/prune-$1.log")"
+summary() { # job -> "median_seconds max_rss median_load"
+  local log="$data/prune-$1.log"
+  echo "$(awk '{print $1}' "$log" | median) $(awk 'BEGIN{m=0} {if ($2>m) m=$2} END{print m}' "$log") $(awk '{print $3}' "$log" | median)"
 }
-read -r base_s base_rss < <(summary copy)
+read -r base_s base_rss base_load < <(summary copy)
 base_gbps=$(awk -v b="$in_bytes" -v s="$base_s" 'BEGIN{printf "%.6f", b/1e9/s}')
-row "baseline: cp + sync" "$in_bytes" "$base_s" "$base_rss" "$base_gbps"
+row "baseline: cp + sync" "$in_bytes" "$base_s" "$base_rss" "$base_load" "$base_gbps"
 for t in $threads_list; do
-  read -r s rss < <(summary "reshard-j$t")
-  row "-j $t convert --format hf (reference)" "${written[reshard-j$t]}" "$s" "$rss" "$base_gbps"
-  for name in ffn depth width; do
-    read -r s rss < <(summary "$name-j$t")
-    row "-j $t prune ${args[$name]}" "${written[$name-j$t]}" "$s" "$rss" "$base_gbps"
+  read -r s rss load < <(summary "reshard-j$t")
+  row "-j $t convert --format hf (reference)" "${written[reshard-j$t]}" "$s" "$rss" "$load" "$base_gbps"
+  for name in "${names[@]}"; do
+    read -r s rss load < <(summary "$name-j$t")
+    row "-j $t prune ${args[$name]}" "${written[$name-j$t]}" "$s" "$rss" "$load" "$base_gbps"
   done
 done
-echo "($reps rounds in turns, median seconds, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))" >>"$results"
+echo "($reps rounds in turns, median seconds; load: median 1-minute load average before each run; at the end: $(cut -d' ' -f1-3 /proc/loadavg))" >>"$results"
 cat "$results"

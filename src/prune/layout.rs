@@ -85,6 +85,7 @@ struct Output {
 fn outputs(ckpt: &Arc<Checkpoint>, kept: &Kept) -> Result<Vec<Output>> {
     let gguf = matches!(**ckpt, Checkpoint::Gguf(_));
     let paths = ckpt.file_paths();
+    let readers = crate::shard::input::Reader::open_all(ckpt)?;
     let s = kept.source;
     let width = kept.target().hidden != s.hidden
         || kept.target().ffn != s.ffn
@@ -150,7 +151,7 @@ fn outputs(ckpt: &Arc<Checkpoint>, kept: &Kept) -> Result<Vec<Output>> {
                     }
                     let elem = src.ty.dense().map(|d| d.size());
                     let g = gather::Gather::new(
-                        ckpt.clone(),
+                        readers[src.file].clone(),
                         src.clone(),
                         elem,
                         rows.as_deref(),

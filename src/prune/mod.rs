@@ -5,8 +5,9 @@
 //! The decision ([`Kept`], the kept original indices of every dimension) is made first, from
 //! explicit `--drop-layers`, from importance in `calibrate` statistics, or from a masks file;
 //! then a [`Plan`] lists every output tensor with its final shape, and tensors that lose rows
-//! or columns are made by a [`gather::Gather`] producer reading the kept bytes straight from
-//! the input's mmap in row chunks. Output is in the input's format: a Hugging Face folder
+//! or columns are made by a [`gather::Gather`] producer in row chunks: runs of whole kept rows
+//! copied file to file inside the kernel, rows losing columns read with positioned reads and
+//! gathered in a per-worker buffer. Output is in the input's format: a Hugging Face folder
 //! (rewritten `config.json`, tokenizer files copied) or one GGUF file (rewritten metadata).
 
 mod decide;

@@ -48,6 +48,18 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Every file of `ckpt`, opened for positioned reads.
+    pub fn open_all(ckpt: &Checkpoint) -> Result<Vec<Arc<Reader>>> {
+        ckpt.file_paths()
+            .into_iter()
+            .map(|path| {
+                let file = std::fs::File::open(&path)
+                    .map_err(|e| formats::FormatError::io(&path, "open", e))?;
+                Ok(Arc::new(Reader { path, file }))
+            })
+            .collect()
+    }
+
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
         self.file
@@ -145,16 +157,10 @@ pub fn open(path: &Path) -> Result<Input> {
     if layout == ShardLayout::Megatron {
         check_megatron_metadata(&files, &file_paths, par)?;
     }
-    let mut readers = Vec::with_capacity(files.len());
-    for f in &files {
-        let mut parts = Vec::new();
-        for path in f.file_paths() {
-            let file = std::fs::File::open(&path)
-                .map_err(|e| formats::FormatError::io(&path, "open", e))?;
-            parts.push(Arc::new(Reader { path, file }));
-        }
-        readers.push(parts);
-    }
+    let readers = files
+        .iter()
+        .map(|f| Reader::open_all(f))
+        .collect::<Result<Vec<_>>>()?;
     let logical = Logical::new(config);
     let padded = padded_vocab_of(&logical, layout, par, &files, &file_paths)?;
     let expected = rank_files(&logical, layout, par, padded);
