@@ -21,6 +21,7 @@ use super::{get_f16, put_f16, QK};
 
 /// Largest magnitude of a block. Eight running maxima let the loop vectorise; the result is
 /// the same as a left-to-right fold because blocks are finite (checked before quantizing).
+#[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
     let max = |a: f32, b: f32| if a > b { a } else { b };
     let mut lanes = [0f32; 8];
@@ -35,6 +36,7 @@ fn abs_max(x: &[f32]) -> f32 {
 }
 
 /// The signed value of the first element of largest magnitude (element 0 of an all-zero block).
+#[inline(always)]
 fn signed_max(x: &[f32]) -> f32 {
     let amax = abs_max(x);
     x.iter().copied().find(|v| v.abs() == amax).unwrap_or(x[0])
@@ -63,6 +65,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+#[inline(always)]
 fn inverse(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
@@ -93,12 +96,16 @@ fn unpack_q5(qh: &[u8], qs: &[u8], j: usize) -> (u8, u8) {
 /// `quantize_row_q8_0_ref`: d = absmax / 127, q = roundf(x / d).
 pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
+        let x: &[f32; QK] = x.try_into().expect("chunks_exact gives whole blocks");
         let d = abs_max(x) / 127.0;
         let id = inverse(d);
         put_f16(y, 0, d);
+        // Fixed-size arrays: no bounds checks, so the loop vectorises.
+        let mut q = [0u8; QK];
         for j in 0..QK {
-            y[2 + j] = round_half_away(x[j] * id) as i8 as u8;
+            q[j] = round_half_away(x[j] * id) as i8 as u8;
         }
+        y[2..].copy_from_slice(&q);
     }
 }
 
@@ -115,14 +122,19 @@ pub fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
 /// q = min(15, trunc(x / d + 8.5)).
 pub fn quantize_q4_0(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(18)) {
+        let x: &[f32; QK] = x.try_into().expect("chunks_exact gives whole blocks");
         let d = signed_max(x) / -8.0;
         let id = inverse(d);
         put_f16(y, 0, d);
-        for j in 0..QK / 2 {
-            let q0 = ((x[j] * id + 8.5) as u8).min(15);
-            let q1 = ((x[j + QK / 2] * id + 8.5) as u8).min(15);
-            y[2 + j] = q0 | (q1 << 4);
+        let mut q = [0u8; QK];
+        for j in 0..QK {
+            q[j] = ((x[j] * id + 8.5) as u8).min(15);
         }
+        let mut packed = [0u8; QK / 2];
+        for j in 0..QK / 2 {
+            packed[j] = q[j] | (q[j + QK / 2] << 4);
+        }
+        y[2..].copy_from_slice(&packed);
     }
 }
 
