@@ -1,7 +1,8 @@
 //! `eval` of exported TensorRT-LLM checkpoints through the binary: an unquantized export at any
 //! tp/pp scores exactly as its Hugging Face source (KL 0 against it as teacher); a quantized
 //! export's KL to the source equals that of `quantize` to hf with the same calibration (FP8:
-//! close, the fused QKV shares one scale); a TensorRT-LLM teacher; and each error.
+//! close, the fused QKV shares one scale; int8_sq: close, the hf layout folds the smoothing into
+//! bf16 norms); an FP8 KV cache changes nothing; a TensorRT-LLM teacher; and each error.
 
 mod common;
 
@@ -53,7 +54,7 @@ fn export(model: &Path, out: &Path, quant: Option<&str>, extra: &[&str]) {
     if let Some(q) = quant {
         args.extend_from_slice(&["--quant", q]);
     }
-    if matches!(quant, Some("fp8" | "int4_awq")) {
+    if matches!(quant, Some("fp8" | "int4_awq" | "int8_sq")) {
         args.extend_from_slice(&["--calib-data", s(&d), "--calib-samples", "4"]);
     }
     args.extend_from_slice(extra);
@@ -64,7 +65,7 @@ fn export(model: &Path, out: &Path, quant: Option<&str>, extra: &[&str]) {
 fn quantize_hf(model: &Path, out: &Path, quant: &str) {
     let d = data();
     let mut args = vec!["quantize", s(model), s(out), "--quant", quant, "--quiet"];
-    if matches!(quant, "fp8" | "int4_awq") {
+    if matches!(quant, "fp8" | "int4_awq" | "int8_sq") {
         args.extend_from_slice(&["--calib-data", s(&d), "--calib-samples", "4"]);
     }
     ok(&args);
@@ -127,6 +128,126 @@ fn quantized_exports_measure_what_quantize_measured() {
             assert!(num(&vs, "/teacher/kl") < 1e-12, "{quant}: {vs}");
         }
     }
+}
+
+#[test]
+fn smoothquant_exports_evaluate_alike_at_any_tp_and_close_to_hf() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let hf = dir.path().join("hf");
+    quantize_hf(&m, &hf, "int8_sq");
+    let a = eval(&hf, Some(&m));
+    let mut first: Option<Value> = None;
+    for tp in ["1", "2"] {
+        let tl = dir.path().join(format!("tl-{tp}"));
+        export(&m, &tl, Some("int8_sq"), &["--tp", tp]);
+        let b = eval(&tl, Some(&m));
+        let (ka, kb) = (num(&a, "/teacher/kl"), num(&b, "/teacher/kl"));
+        assert!(kb > 0.0, "tp {tp}: quantization changed nothing? {b}");
+        // Same codes and scales; the hf layout rounds `norm / s` to bf16 where TensorRT-LLM
+        // multiplies the input by `1/s` in f32 (measured: KL 6.4e-5 → 5.9e-5, nll 4e-5 apart).
+        assert_close(ka, kb, 0.2, &format!("tp {tp} KL"));
+        assert_close(
+            num(&a, "/nll"),
+            num(&b, "/nll"),
+            1e-3,
+            &format!("tp {tp} nll"),
+        );
+        match &first {
+            None => first = Some(b),
+            Some(f) => {
+                assert_eq!(f["tokens_scored"], b["tokens_scored"]);
+                assert_eq!(num(f, "/nll"), num(&b, "/nll"), "tp 1 vs tp {tp}");
+                assert_eq!(
+                    num(f, "/teacher/kl"),
+                    num(&b, "/teacher/kl"),
+                    "tp 1 vs tp {tp}"
+                );
+            }
+        }
+    }
+    // The smoothing is applied: dropping the qkv prequant scales (ones) changes the model.
+    let tl = dir.path().join("tl-2");
+    let name = "transformer.layers.0.attention.qkv.prequant_scaling_factor";
+    let ones = vec![1.0f32; 256];
+    set_f32(&tl.join("rank0.safetensors"), name, &ones);
+    let c = eval(&tl, Some(&m));
+    assert!(
+        num(&c, "/nll") != num(first.as_ref().expect("tp 1"), "/nll"),
+        "{c}"
+    );
+}
+
+#[test]
+fn fp8_kv_cache_scales_change_nothing_and_are_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    // pp 2: the scales carry stage-local layer numbers.
+    let par: &[&str] = &["--tp", "2", "--pp", "2"];
+    let plain = dir.path().join("plain");
+    export(&m, &plain, Some("fp8"), par);
+    let fresh = |name: &str| {
+        let out = dir.path().join(name);
+        export(
+            &m,
+            &out,
+            Some("fp8"),
+            &[par, &["--kv-cache", "fp8"]].concat(),
+        );
+        out
+    };
+    let kv = fresh("kv");
+    let (a, b) = (eval(&plain, Some(&m)), eval(&kv, Some(&m)));
+    assert_eq!(num(&a, "/nll"), num(&b, "/nll"));
+    assert_eq!(num(&a, "/teacher/kl"), num(&b, "/teacher/kl"));
+    let vs = eval(&kv, Some(&plain));
+    assert_eq!(num(&vs, "/teacher/kl"), 0.0, "{vs}");
+
+    let d = data();
+    let run = |p: &Path| fails(&["eval", s(p), "--data", s(&d), "--max-windows", "1"], 1);
+    let name = "transformer.layers.1.attention.kv_cache_scaling_factor";
+    let out = fresh("shape");
+    edit_header(&out.join("rank3.safetensors"), |h| {
+        h[name]["shape"] = Value::Array(vec![])
+    });
+    let e = run(&out);
+    assert!(
+        e.contains("rank3.safetensors") && e.contains(name) && e.contains("expected F32 [1]"),
+        "{e}"
+    );
+    let out = fresh("nan");
+    set_f32(&out.join("rank2.safetensors"), name, &[f32::NAN]);
+    let e = run(&out);
+    assert!(
+        e.contains("rank2.safetensors") && e.contains(name) && e.contains("not a finite"),
+        "{e}"
+    );
+    // The config says FP8 KV cache, the scale is gone.
+    let out = fresh("missing");
+    edit_header(&out.join("rank0.safetensors"), |h| {
+        let t = h.as_object_mut().expect("header").remove(name).expect(name);
+        h[name.replace("factor", "factoR")] = t;
+    });
+    let e = run(&out);
+    assert!(
+        e.contains("rank0.safetensors") && e.contains(name) && e.contains("missing"),
+        "{e}"
+    );
+}
+
+/// Overwrites F32 tensor `name` of a safetensors file with `values`.
+fn set_f32(file: &Path, name: &str, values: &[f32]) {
+    let mut bytes = std::fs::read(file).expect("rank file");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let t = &header[name];
+    assert_eq!(t["dtype"], "F32", "{name}");
+    let start = 8 + n + t["data_offsets"][0].as_u64().expect("offsets") as usize;
+    let end = 8 + n + t["data_offsets"][1].as_u64().expect("offsets") as usize;
+    assert_eq!(end - start, values.len() * 4, "{name}");
+    let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    bytes[start..end].copy_from_slice(&le);
+    std::fs::write(file, bytes).expect("write rank file");
 }
 
 /// Rewrites the JSON header of a safetensors file with `f` (same length, padded with spaces).

@@ -15,7 +15,8 @@
 //! [`QuantAlgo`] with the exporter's rules (`quant::trtllm` `quantized_tensors`), to the same
 //! effective weight the Hugging Face modelopt path of [`super::weights`] computes:
 //! `dequant(codes) · diag(prequant_scaling_factor)`. Activation scales are not applied
-//! (activations stay f32), as for Hugging Face input.
+//! (activations stay f32), as for Hugging Face input. An FP8 KV cache's per-layer
+//! `attention.kv_cache_scaling_factor` is checked and ignored: K/V stay f32 here.
 
 use super::weights::{decode_par, Encoding};
 use crate::checkpoint::{Checkpoint, SourceTensor};
@@ -47,6 +48,10 @@ pub enum QuantAlgo {
     /// I8 `[out/2, in]` (rows 2i, 2i+1 in the low, high nibble), `weights_scaling_factor`
     /// `[out, in/group]`, optional `prequant_scaling_factor` `[in]`.
     W4A16Awq { group: u64 },
+    /// SmoothQuant: I8 `[out, in]` (of `W·diag(s)`), per-row `weights_scaling_factor` `[out]`,
+    /// per-tensor `activation_scaling_factor`, `prequant_scaling_factor` `[in]` (`1/s`) on every
+    /// linear, norms unfolded.
+    W8A8Sq,
 }
 
 impl QuantAlgo {
@@ -57,6 +62,7 @@ impl QuantAlgo {
             QuantAlgo::Fp8 => "FP8",
             QuantAlgo::W8A16 => "W8A16",
             QuantAlgo::W4A16Awq { .. } => "W4A16_AWQ",
+            QuantAlgo::W8A8Sq => "W8A8_SQ_PER_CHANNEL",
         }
     }
 
@@ -67,6 +73,7 @@ impl QuantAlgo {
             None if algo.is_null() => Ok(QuantAlgo::None),
             Some("FP8") => Ok(QuantAlgo::Fp8),
             Some("W8A16") => Ok(QuantAlgo::W8A16),
+            Some("W8A8_SQ_PER_CHANNEL") => Ok(QuantAlgo::W8A8Sq),
             Some("W4A16_AWQ") => {
                 let group = q
                     .and_then(|q| q.get("group_size"))
@@ -83,11 +90,37 @@ impl QuantAlgo {
             _ => Err(Error::config(
                 path,
                 format!(
-                    "quantization.quant_algo {algo} cannot be evaluated (supported: null, FP8, W8A16, W4A16_AWQ)"
+                    "quantization.quant_algo {algo} cannot be evaluated (supported: null, FP8, W8A16, W4A16_AWQ, W8A8_SQ_PER_CHANNEL)"
                 ),
             )),
         }
     }
+}
+
+/// Whether `quantization.kv_cache_quant_algo` is FP8 (`null` otherwise; anything else is
+/// refused). Only the scales' presence and values are checked: the forward pass keeps K/V in f32.
+fn kv_cache_fp8(path: &Path, tl: &Value) -> Result<bool> {
+    let kv = tl
+        .get("quantization")
+        .and_then(|q| q.get("kv_cache_quant_algo"))
+        .unwrap_or(&Value::Null);
+    match kv.as_str() {
+        None if kv.is_null() => Ok(false),
+        Some("FP8") => Ok(true),
+        _ => Err(Error::config(
+            path,
+            format!(
+                "quantization.kv_cache_quant_algo {kv} cannot be evaluated (supported: null, FP8)"
+            ),
+        )),
+    }
+}
+
+/// The per-layer FP8 KV-cache scale beside fused qkv weight `qkv` (TensorRT-LLM `Attention`
+/// `kv_cache_scaling_factor`, shape `(1,)`).
+fn kv_scale_name(qkv: &str) -> Option<String> {
+    qkv.strip_suffix(".attention.qkv.weight")
+        .map(|layer| format!("{layer}.attention.kv_cache_scaling_factor"))
 }
 
 /// Tensors that may sit beside a quantized linear's `weight`.
@@ -112,6 +145,8 @@ pub struct TrtllmWeights {
     config_path: PathBuf,
     cfg: ModelConfig,
     algo: QuantAlgo,
+    /// `kv_cache_quant_algo: "FP8"`: every layer holds a `kv_cache_scaling_factor`.
+    kv_fp8: bool,
     files: Vec<Arc<Checkpoint>>,
     /// Each rank file's tensors by name.
     tensors: Vec<HashMap<String, SourceTensor>>,
@@ -128,6 +163,7 @@ impl TrtllmWeights {
         let tl = read_json(&config_path)?;
         let (hf, par) = model_config_from_trtllm(&config_path, &tl)?;
         let algo = QuantAlgo::from_config(&config_path, &tl)?;
+        let kv_fp8 = kv_cache_fp8(&config_path, &tl)?;
         let cfg = ModelConfig::from_json(&config_path, &hf.to_string())?;
         layout::check_parallel(&cfg, ShardLayout::Trtllm, par)
             .map_err(|why| Error::config(&config_path, why))?;
@@ -152,6 +188,7 @@ impl TrtllmWeights {
             config_path,
             cfg,
             algo,
+            kv_fp8,
             files,
             tensors,
             pieces: HashMap::new(),
@@ -232,6 +269,9 @@ impl TrtllmWeights {
                     at += block.rows;
                 }
             }
+            if self.kv_fp8 {
+                self.check_kv_scales(fi, &mut expected)?;
+            }
             let mut extra: Vec<&String> = self.tensors[fi]
                 .keys()
                 .filter(|n| !expected.contains(n))
@@ -260,6 +300,38 @@ impl TrtllmWeights {
                     "the layout does not cover this tensor exactly (internal error)",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Rank `fi`'s FP8 KV-cache scales, one per layer (beside each fused qkv): F32 `[1]`,
+    /// finite. They are listed in `names` and otherwise ignored.
+    fn check_kv_scales(&self, fi: usize, names: &mut Vec<String>) -> Result<()> {
+        let wanted: Vec<String> = names.iter().filter_map(|n| kv_scale_name(n)).collect();
+        for name in wanted {
+            let Some(t) = self.tensors[fi].get(&name) else {
+                return Err(Error::tensor(
+                    self.files[fi].display_path(),
+                    &name,
+                    "missing (config.json's kv_cache_quant_algo is FP8)",
+                ));
+            };
+            if t.ty.dense() != Some(Dtype::F32) || t.shape != [1] {
+                return Err(self.err(
+                    fi,
+                    t,
+                    format!(
+                        "{} {:?}, expected F32 [1] for an FP8 KV cache",
+                        t.ty.name(),
+                        t.shape
+                    ),
+                ));
+            }
+            let v = self.small(fi, t)?[0];
+            if !v.is_finite() {
+                return Err(self.err(fi, t, format!("{v} is not a finite KV-cache scale")));
+            }
+            names.push(name);
         }
         Ok(())
     }
@@ -364,7 +436,7 @@ impl TrtllmWeights {
                 format!("F8_E4M3 {:?}", want.shape),
                 vec![],
             ),
-            QuantAlgo::W8A16 => (
+            QuantAlgo::W8A16 | QuantAlgo::W8A8Sq => (
                 dense(w) == Some(Dtype::I8) && w.shape == want.shape,
                 format!("I8 {:?}", want.shape),
                 vec![rows],
@@ -415,7 +487,9 @@ impl TrtllmWeights {
                 ),
             ));
         }
-        if let Some(p) = self.tensors[fi].get(&format!("{module}.prequant_scaling_factor")) {
+        let sq = self.algo == QuantAlgo::W8A8Sq;
+        let pqs = self.tensors[fi].get(&format!("{module}.prequant_scaling_factor"));
+        if let Some(p) = pqs {
             if p.shape != [width] || !float(p) {
                 return Err(self.err(
                     fi,
@@ -423,8 +497,33 @@ impl TrtllmWeights {
                     format!("{} {:?}, expected a float [{width}]", p.ty.name(), p.shape),
                 ));
             }
+        } else if sq {
+            // Without it the smoothing `1/s` would be lost: TensorRT-LLM multiplies every
+            // SmoothQuant linear's input by it.
+            return Err(Error::tensor(
+                self.files[fi].display_path(),
+                format!("{module}.prequant_scaling_factor"),
+                "missing (W8A8_SQ_PER_CHANNEL linears carry one)",
+            ));
         }
-        Ok(())
+        let act_name = format!("{module}.activation_scaling_factor");
+        match self.tensors[fi].get(&act_name) {
+            Some(a) if sq && (a.numel() != 1 || !float(a)) => Err(self.err(
+                fi,
+                a,
+                format!(
+                    "{} {:?}, expected one float (per tensor)",
+                    a.ty.name(),
+                    a.shape
+                ),
+            )),
+            None if sq => Err(Error::tensor(
+                self.files[fi].display_path(),
+                &act_name,
+                "missing (W8A8_SQ_PER_CHANNEL linears carry one)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn stored(&self, file: usize, name: &str) -> Result<&SourceTensor> {
@@ -472,7 +571,7 @@ impl TrtllmWeights {
                 fp8_quant::dequantize_fp8_rows(codes, scales[0], &mut out);
                 self.release(file, t, (r0 * width) as u64, codes.len() as u64);
             }
-            QuantAlgo::W8A16 => {
+            QuantAlgo::W8A16 | QuantAlgo::W8A8Sq => {
                 let codes: Vec<i8> = raw[r0 * width..r1 * width]
                     .iter()
                     .map(|&b| b as i8)
@@ -599,6 +698,10 @@ mod tests {
         );
         assert_eq!(algo(json!({"quant_algo": "FP8"})).unwrap(), QuantAlgo::Fp8);
         assert_eq!(
+            algo(json!({"quant_algo": "W8A8_SQ_PER_CHANNEL"})).unwrap(),
+            QuantAlgo::W8A8Sq
+        );
+        assert_eq!(
             algo(json!({"quant_algo": "W4A16_AWQ", "group_size": 64})).unwrap(),
             QuantAlgo::W4A16Awq { group: 64 }
         );
@@ -609,5 +712,21 @@ mod tests {
             e.to_string().contains("config.json") && e.to_string().contains("NVFP4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn kv_cache_algo_and_scale_names() {
+        let p = Path::new("config.json");
+        let kv = |q: Value| kv_cache_fp8(p, &json!({ "quantization": q }));
+        assert!(!kv(json!({"kv_cache_quant_algo": null})).unwrap());
+        assert!(!kv(json!({})).unwrap());
+        assert!(kv(json!({"kv_cache_quant_algo": "FP8"})).unwrap());
+        let e = kv(json!({"kv_cache_quant_algo": "INT4"})).unwrap_err();
+        assert!(e.to_string().contains("INT4"), "{e}");
+        assert_eq!(
+            kv_scale_name("transformer.layers.3.attention.qkv.weight").as_deref(),
+            Some("transformer.layers.3.attention.kv_cache_scaling_factor")
+        );
+        assert_eq!(kv_scale_name("transformer.layers.3.mlp.fc.weight"), None);
     }
 }
