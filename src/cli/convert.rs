@@ -103,11 +103,11 @@ pub(super) fn run_convert(
     let input_path = input;
     let input = Checkpoint::open(input)?;
     let plan = crate::convert::plan_convert(&input, output, opts)?;
-    let threads = if global.threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        global.threads
+    let exec = ExecOptions {
+        device: run.device,
+        ..exec_options(global.threads, run.chunk_size, run.progress, run.force)
     };
+    let threads = exec.threads;
     if run.dry_run {
         let report = DryRun {
             input_bytes: input.tensor_bytes(),
@@ -119,17 +119,7 @@ pub(super) fn run_convert(
         };
         return write_json(out, &report);
     }
-    let stats = plan::execute(
-        &plan,
-        &input,
-        &ExecOptions {
-            threads,
-            chunk_bytes: run.chunk_size,
-            progress: run.progress,
-            force: run.force,
-            device: run.device,
-        },
-    )?;
+    let stats = plan::execute(&plan, &input, &exec)?;
     let options = serde_json::json!({
         "format": opts.format,
         "dtype": opts.dtype.map(|d| d.name()),

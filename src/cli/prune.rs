@@ -141,20 +141,9 @@ pub(super) fn run_prune(
             .max_shard_size
             .unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
     };
-    let threads = if global.threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        global.threads
-    };
     let report_path = args.report.or(r.report);
     let run = crate::prune::RunOptions {
-        exec: ExecOptions {
-            threads,
-            chunk_bytes: args.chunk_size,
-            progress,
-            force: args.force,
-            device: plan::Device::Cpu,
-        },
+        exec: exec_options(global.threads, args.chunk_size, progress, args.force),
         emit_masks: args.emit_masks.or(r.emit_masks),
         eval_data: args.eval_data.or(r.eval_data),
         eval: crate::eval::EvalOptions {
@@ -180,7 +169,7 @@ pub(super) fn run_prune(
             kept_layers: &planned.kept.layers,
             depth_scores: planned.depth_scores.as_ref(),
             output_bytes: planned.plan.output_bytes(),
-            estimated_peak_bytes: estimated_peak(args.chunk_size, threads),
+            estimated_peak_bytes: estimated_peak(args.chunk_size, run.exec.threads),
             plan: &planned.plan,
         };
         return write_json(out, &report);

@@ -87,11 +87,8 @@ pub(super) fn run_reshard(
         return Err(Error::Usage("--max-shard-size applies to hf output".into()));
     }
     let (input, plan) = crate::shard::plan_reshard(&args.input, &args.output, &opts)?;
-    let threads = if global.threads == 0 {
-        rayon::current_num_threads()
-    } else {
-        global.threads
-    };
+    let exec = exec_options(global.threads, args.chunk_size, show_progress, args.force);
+    let threads = exec.threads;
     if args.dry_run {
         let report = DryRun {
             input_bytes: input.input_bytes,
@@ -103,16 +100,7 @@ pub(super) fn run_reshard(
         };
         return write_json(out, &report);
     }
-    let stats = plan::execute_produced(
-        &plan,
-        &ExecOptions {
-            threads,
-            chunk_bytes: args.chunk_size,
-            progress: show_progress,
-            force: args.force,
-            device: plan::Device::Cpu,
-        },
-    )?;
+    let stats = plan::execute_produced(&plan, &exec)?;
     let options = serde_json::json!({
         "layout": opts.layout.name(),
         "tp": opts.par.tp,
