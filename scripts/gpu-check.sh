@@ -41,16 +41,20 @@ for t in "$here"/bin/test-*; do
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
 for b in "$here"/bin/bench-*; do
+    [ -x "$b" ] || continue
     echo "== $(basename "$b")" | tee -a "$out/bench.txt"
     (cd "$(mktemp -d)" && "$b" --bench --noplot --warm-up-time 1 --measurement-time 2) 2>&1 \
         | tee -a "$out/bench.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
 done
-if [ -x "$here/e2e-gguf_quant" ]; then
-    echo "== e2e-gguf_quant (convert --device cuda = cpu, byte for byte)" | tee -a "$out/tests.txt"
+# End to end through the binary: `--device cuda` gives the CPU's bytes (GGUF types; FP8, INT8
+# and INT4 for the hf and trtllm layouts).
+for e in "$here"/e2e-*; do
+    [ -x "$e" ] || continue
+    echo "== $(basename "$e") (convert --device cuda = cpu, byte for byte)" | tee -a "$out/tests.txt"
     (cd "$here/.." && CKPT_OPT_ROOT=$PWD CKPT_OPT_BIN="$here/ckpt-opt" \
-        "$here/e2e-gguf_quant" device_choice --nocapture) 2>&1 | tee -a "$out/tests.txt"
+        "$e" device_choice --nocapture) 2>&1 | tee -a "$out/tests.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || status=1
-fi
+done
 echo "gpu-check: $([ $status = 0 ] && echo PASS || echo FAIL)" | tee -a "$out/tests.txt"
 exit $status

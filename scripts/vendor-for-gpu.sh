@@ -47,15 +47,17 @@ cargo bench -p kernels --features cuda --bench cuda_quant --no-run --message-for
 # End to end: `convert --device cuda` through the binary must give the CPU's bytes
 # (tests/gguf_quant.rs device_choice_never_changes_the_bytes), with the binary built with CUDA.
 rm -f "$dest/ckpt-opt" "$dest"/e2e-*
-cargo test --release --features cuda --test gguf_quant --no-run --message-format=json 2>/dev/null \
-    | executables | while read -r kind name path; do
+# Likewise for the FP8/INT8/INT4 schemes (tests/quantize.rs device_choice_never_changes_the_
+# quantized_bytes).
+cargo test --release --features cuda --test gguf_quant --test quantize --no-run \
+    --message-format=json 2>/dev/null | executables | while read -r kind name path; do
         case "$kind $name" in
-            "test gguf_quant") cp "$path" "$dest/e2e-gguf_quant" ;;
+            "test gguf_quant" | "test quantize") cp "$path" "$dest/e2e-$name" ;;
             "bin ckpt-opt") cp "$path" "$dest/ckpt-opt" ;;
             *) continue ;;
         esac
     done
-for f in "$dest/ckpt-opt" "$dest/e2e-gguf_quant"; do
+for f in "$dest/ckpt-opt" "$dest"/e2e-*; do
     objcopy --strip-debug "$f" 2>/dev/null || strip --strip-debug "$f"
     echo "vendored $f ($(du -h "$f" | cut -f1))"
 done

@@ -38,9 +38,9 @@ extern "C" __global__ void quantize_q8_0_f32(const float* x, u8* out, i64 nb, u3
     float amax = warp_max(fabsf(v));
     float d = __fdiv_rn(amax, 127.0f);
     float id = inverse_or_zero(d);
-    // A subnormal d makes id infinite and x * id = +-Inf (or NaN for x = 0): the float -> int
-    // conversion saturates (NaN -> 0) and the clamp then gives what Rust's saturating `as i8`
-    // gives on the CPU.
+    // A tiny subnormal d makes id infinite: zero codes, as llama.cpp writes on x86 and the CPU
+    // twin does (see `quantize_q8_0` there).
+    if (isinf(id)) id = 0.0f;
     int q = (int)roundf(__fmul_rn(v, id));
     u8* blk = out + b * 34;
     if (lane == 0) store_f16(blk, d);

@@ -94,11 +94,16 @@ fn unpack_q5(qh: &[u8], qs: &[u8], j: usize) -> (u8, u8) {
 }
 
 /// `quantize_row_q8_0_ref`: d = absmax / 127, q = roundf(x / d).
+///
+/// A block of tiny subnormals has a d whose inverse overflows to infinity; llama.cpp then
+/// converts ±Inf / NaN to `int8_t` (undefined in C; 0 on x86, where `cvttss2si` gives
+/// 0x80000000), and its f16 d is 0. We write those zero codes on purpose (id = 0), and so does
+/// the CUDA twin.
 pub fn quantize_q8_0(src: &[f32], dst: &mut [u8]) {
     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(34)) {
         let x: &[f32; QK] = x.try_into().expect("chunks_exact gives whole blocks");
         let d = abs_max(x) / 127.0;
-        let id = inverse(d);
+        let id = Some(inverse(d)).filter(|id| id.is_finite()).unwrap_or(0.0);
         put_f16(y, 0, d);
         // Fixed-size arrays: no bounds checks, so the loop vectorises.
         let mut q = [0u8; QK];
@@ -321,6 +326,18 @@ pub fn quantize_q5_1_weighted(row: &[f32], dst: &mut [u8], qw: &[f32]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn q8_0_of_tiny_subnormals_is_zero_codes_and_scale() {
+        // amax / 127 is a subnormal whose inverse overflows: every code must be 0 (what
+        // llama.cpp writes on x86), for either sign, without overflow in the rounding.
+        let x: Vec<f32> = (0..QK)
+            .map(|j| f32::from_bits(1 + 1000 * j as u32) * if j % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let mut y = [0xAAu8; 34];
+        quantize_q8_0(&x, &mut y);
+        assert_eq!(y, [0u8; 34]);
+    }
 
     #[test]
     fn rounding_matches_roundf_at_ties_and_just_below_them() {
