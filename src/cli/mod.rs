@@ -19,7 +19,7 @@ use convert::{run_convert, RunConvert};
 pub use convert::{ConvertArgs, DtypeArg, FormatArg};
 use prune::run_prune;
 pub use prune::PruneArgs;
-use quantize::{gguf_quant_request, run_quantize};
+use quantize::{gguf_quant_request, run_quantize, selection_flag};
 pub use quantize::{QuantFlags, QuantizeArgs};
 use reshard::run_reshard;
 pub use reshard::{LayoutArg, PlanPipelineArgs, ReshardArgs};
@@ -285,6 +285,11 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Prune(args) => run_prune(*args, &cli.global, show_progress, out),
         Command::Quantize(args) => {
             if let Some(q) = gguf_quant_request(&args.quant, &args.flags) {
+                if let Some(flag) = selection_flag(&args.flags) {
+                    return Err(Error::Usage(format!(
+                        "{flag} applies to the hf and trtllm schemes, not GGUF types"
+                    )));
+                }
                 if args.flags.kv_cache.is_some() {
                     return Err(Error::Usage(
                         "--kv-cache applies to the hf and trtllm schemes, not GGUF types".into(),
@@ -357,6 +362,13 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 return Err(Error::Usage(
                     "--kv-cache applies to hf and trtllm output with --quant".into(),
                 ));
+            }
+            if let Some(flag) = selection_flag(&args.quant_flags) {
+                if args.quant.is_none() || matches!(args.format, FormatArg::Gguf) {
+                    return Err(Error::Usage(format!(
+                        "{flag} applies to hf and trtllm output with --quant"
+                    )));
+                }
             }
             if let (None, FormatArg::Trtllm) = (&args.quant, args.format) {
                 if args.dtype.is_some() || args.name.is_some() || args.imatrix.is_some() {

@@ -71,6 +71,11 @@ pub struct QuantFlags {
     /// Quantize only linears matching this glob (repeatable; --exclude still applies).
     #[arg(long)]
     pub include: Vec<String>,
+    /// Quantize the linears GLOB matches with SCHEME instead of --quant: fp8, int8_wo, int8_sq,
+    /// int4_awq, int4_rtn, or none (repeatable; the last matching rule wins). Differing schemes
+    /// make a MIXED_PRECISION checkpoint; q/k/v and gate/up must share a scheme.
+    #[arg(long, value_name = "GLOB=SCHEME")]
+    pub layer_quant: Vec<String>,
     /// Quantize the KV cache too: fp8 (E4M3, one scale per attention layer = max |K|, |V| over
     /// the calibration tokens / 448; hf and trtllm output; needs --calib-data or --calib-stats).
     #[arg(long, value_enum)]
@@ -104,6 +109,18 @@ pub(super) fn gguf_quant_request(
         return (f.target == Some(Target::Cpu)).then_some(GgufQuant::Q4KM);
     }
     GgufQuant::parse(quant).ok()
+}
+
+/// The first selection flag given, which GGUF types do not take (their presets choose a type
+/// per tensor themselves).
+pub(super) fn selection_flag(f: &QuantFlags) -> Option<&'static str> {
+    [
+        ("--layer-quant", f.layer_quant.is_empty()),
+        ("--include", f.include.is_empty()),
+        ("--exclude", f.exclude.is_empty()),
+    ]
+    .into_iter()
+    .find_map(|(flag, empty)| (!empty).then_some(flag))
 }
 
 /// `quantize` and `convert --format hf --quant`: same options, same code.
@@ -145,7 +162,8 @@ pub(super) fn run_quantize(
         sq_alpha: f.sq_alpha,
         kv_cache: f.kv_cache,
         group_size: f.group_size,
-        selection: quant::select::Selection::new(&f.include, &f.exclude)?,
+        selection: quant::select::Selection::new(&f.include, &f.exclude)?
+            .with_layer_rules(&f.layer_quant)?,
         max_shard_size: max_shard_size.unwrap_or(formats::safetensors::DEFAULT_MAX_SHARD_SIZE),
         eval_data: f.eval_data.clone(),
         eval: crate::eval::EvalOptions {
@@ -173,6 +191,7 @@ pub(super) fn run_quantize(
         "quant_algo": report.quant_algo,
         "group_size": report.group_size,
         "excluded_modules": report.excluded_modules,
+        "layer_quant": f.layer_quant,
         "calib_data": f.calib_data,
         "calib_stats": f.calib_stats,
         "sq_alpha": f.sq_alpha,

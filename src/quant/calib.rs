@@ -37,33 +37,46 @@ pub const DEFAULT_SAMPLING: Sampling = Sampling {
     seed: 0,
 };
 
-/// What calibration produced.
-pub enum Calibration {
-    None,
-    Stats(CalibrationStats),
-    /// AWQ scales by module, and clip ratios by module (with `--awq-clip`).
-    Awq(BTreeMap<String, AwqChoice>, BTreeMap<String, Vec<f32>>),
+/// What calibration produced: statistics (fp8, int8_sq, the FP8 KV cache) and AWQ's search;
+/// either may be absent.
+#[derive(Default)]
+pub struct Calibration {
+    pub stats: Option<CalibrationStats>,
+    pub awq: Option<AwqSearch>,
 }
 
-/// Runs the calibration `scheme` needs (none for int8_wo / int4_rtn).
+/// AWQ scales by module, and clip ratios by module (`--awq-clip`).
+pub type AwqSearch = (BTreeMap<String, AwqChoice>, BTreeMap<String, Vec<f32>>);
+
+/// What a quantization run needs calibrated.
+pub struct Needs<'a> {
+    /// Statistics, for the flag named here as messages name it (`--quant fp8`,
+    /// `--kv-cache fp8`).
+    pub stats: Option<String>,
+    /// Linears AWQ searches scales for (empty: no AWQ).
+    pub awq: &'a [String],
+}
+
+/// Runs the calibration `needs` asks for: an AWQ pass over `--calib-data` for its linears,
+/// and statistics from `--calib-stats` or a statistics pass over `--calib-data`.
 pub fn run(
-    scheme: QuantScheme,
+    needs: &Needs,
     ckpt: &Checkpoint,
     cfg: &ModelConfig,
     src: &CalibSource,
-    selected: &[String],
     group: usize,
 ) -> Result<Calibration> {
-    if !scheme.needs_calibration() {
-        return Ok(Calibration::None);
+    if needs.stats.is_none() && needs.awq.is_empty() {
+        return Ok(Calibration::default());
     }
-    let name = scheme.name();
     if src.stats.is_some() && src.data.is_some() {
         return Err(Error::Usage(
             "give either --calib-data or --calib-stats, not both".into(),
         ));
     }
-    if scheme == QuantScheme::Int4Awq {
+    let mut out = Calibration::default();
+    if !needs.awq.is_empty() {
+        let name = QuantScheme::Int4Awq.name();
         let Some(data) = &src.data else {
             return Err(Error::Usage(if src.stats.is_some() {
                 format!("--quant {name} needs activation samples, not only statistics: give --calib-data FILE (calibration text)")
@@ -80,7 +93,7 @@ pub fn run(
         let mut obs = AwqObserver::new(
             ckpt,
             cfg.clone(),
-            selected.to_vec(),
+            needs.awq.to_vec(),
             group,
             stride,
             src.awq_clip,
@@ -91,27 +104,26 @@ pub fn run(
         if let Some(e) = obs.error.take() {
             return Err(e);
         }
-        return Ok(Calibration::Awq(
+        out.awq = Some((
             std::mem::take(&mut obs.choices),
             std::mem::take(&mut obs.clips),
         ));
     }
-    match (&src.stats, &src.data) {
-        (Some(path), _) => Ok(Calibration::Stats(calibrate::load_stats_for(path, cfg)?)),
+    let Some(flag) = &needs.stats else {
+        return Ok(out);
+    };
+    out.stats = Some(match (&src.stats, &src.data) {
+        (Some(path), _) => calibrate::load_stats_for(path, cfg)?,
         (None, Some(data)) => {
             let model = Model::load(ckpt)?;
             let windows = windows(ckpt, &model, data, src)?;
-            Ok(Calibration::Stats(calibrate::collect_stats_of_windows(
-                &model,
-                &windows,
-                src.batch,
-                src.progress,
-            )?))
+            calibrate::collect_stats_of_windows(&model, &windows, src.batch, src.progress)?
         }
-        (None, None) => Err(Error::Usage(format!(
-            "--quant {name} needs calibration: give --calib-data FILE (calibration text) or --calib-stats FILE (from `ckpt-opt calibrate`)"
+        (None, None) => return Err(Error::Usage(format!(
+            "{flag} needs calibration: give --calib-data FILE (calibration text) or --calib-stats FILE (from `ckpt-opt calibrate`)"
         ))),
-    }
+    });
+    Ok(out)
 }
 
 /// Calibration windows sampled from `data` with the model's tokenizer.

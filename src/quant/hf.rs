@@ -35,6 +35,7 @@ pub struct LinearState {
     /// e.g. `model.layers.0.self_attn.q_proj`.
     pub module: String,
     pub source_index: usize,
+    pub scheme: QuantScheme,
     /// Weight column multiplier `s` (SmoothQuant / AWQ).
     pub col_scale: Option<Arc<Vec<f32>>>,
     /// Output-row divisor (a folded AWQ scale of the next linear: v_proj, up_proj).
@@ -51,7 +52,8 @@ pub struct LinearState {
 
 pub struct HfJob<'a> {
     pub ckpt: &'a Arc<Checkpoint>,
-    pub scheme: QuantScheme,
+    /// The scheme of every quantized linear; `None` when they differ (MIXED_PRECISION).
+    pub scheme: Option<QuantScheme>,
     pub group: usize,
     pub linears: &'a [LinearState],
     /// 1-D tensors (norm weights, biases) divided elementwise by a smoothing or folded AWQ
@@ -136,7 +138,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                 };
                 let packed = out / transformers::AWQ_PACK;
                 let groups = cols / g as u64;
-                let tensors = match job.scheme {
+                let tensors = match l.scheme {
                     QuantScheme::Fp8 => {
                         let scale = l.fp8_scale.unwrap_or(1.0);
                         let shape = transformers::fp8_block_shape(out, cols);
@@ -186,7 +188,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
                 }
                 continue;
             }
-            match job.scheme {
+            match l.scheme {
                 QuantScheme::Fp8 => {
                     let scale = l.fp8_scale.unwrap_or(1.0);
                     let codes = producer(Part::Fp8Codes { scale }, true);
@@ -354,7 +356,10 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
             qc
         }
         HfFormat::Transformers => {
-            transformers::quantization_config(job.scheme, job.group, job.excluded)
+            let scheme = job
+                .scheme
+                .ok_or_else(|| Error::Usage("--hf-format transformers holds one scheme".into()))?;
+            transformers::quantization_config(scheme, job.group, job.excluded)
         }
     };
     if let Some(obj) = config.as_object_mut() {
@@ -375,7 +380,7 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
     Ok(Plan {
         job: format!(
             "quantize safetensors -> safetensors ({})",
-            job.scheme.name()
+            job.scheme.map_or("mixed", QuantScheme::name)
         ),
         target: job.output.to_path_buf(),
         layout: OutputLayout::Folder,
@@ -384,24 +389,33 @@ pub fn plan(job: &HfJob) -> Result<Plan> {
     })
 }
 
-/// The `quantization` object of `hf_quant_config.json` (modelopt
-/// `get_quant_config` fields), also merged into `config.json`'s `quantization_config`.
+/// The `quantization` object of `hf_quant_config.json` (modelopt `get_quant_config` fields),
+/// also merged into `config.json`'s `quantization_config`. Linears of differing schemes make
+/// it `MIXED_PRECISION` with one `quantized_layers` entry per quantized module (modelopt
+/// `export/quant_utils.py` `process_layer_quant_config`; vLLM's and TensorRT-LLM's modelopt
+/// loaders read the same map).
 fn quantization_fields(job: &HfJob) -> serde_json::Value {
     let mut exclude: Vec<String> = job.excluded.to_vec();
     exclude.push("lm_head".into());
-    let mut q = json!({
-        "quant_algo": job.scheme.quant_algo(),
-        "kv_cache_quant_algo": job.kv_scales.map(|_| "FP8"),
-        "exclude_modules": exclude,
-    });
-    if job.scheme.is_int4() {
-        if let Some(o) = q.as_object_mut() {
-            o.insert("group_size".into(), json!(job.group));
-            o.insert("has_zero_point".into(), json!(false));
-            let kept = job.scheme == QuantScheme::Int4Awq && !job.awq_fold;
-            o.insert("pre_quant_scale".into(), json!(kept));
+    let keeps_pre_quant_scale = |s: QuantScheme| s == QuantScheme::Int4Awq && !job.awq_fold;
+    let mut q = match job.scheme {
+        Some(s) => s.layer_config(job.group, keeps_pre_quant_scale(s)),
+        None => {
+            let layers: serde_json::Map<String, serde_json::Value> = job
+                .linears
+                .iter()
+                .map(|l| {
+                    let c = l
+                        .scheme
+                        .layer_config(job.group, keeps_pre_quant_scale(l.scheme));
+                    (l.module.clone(), c)
+                })
+                .collect();
+            json!({ "quant_algo": super::MIXED_PRECISION, "quantized_layers": layers })
         }
-    }
+    };
+    q["kv_cache_quant_algo"] = json!(job.kv_scales.map(|_| "FP8"));
+    q["exclude_modules"] = json!(exclude);
     q
 }
 

@@ -27,12 +27,14 @@ use rayon::prelude::*;
 use report::{ModelQuality, QuantizeReport, TensorQuality};
 use scheme::{QuantRequest, QuantScheme};
 use select::Selection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub const DEFAULT_GROUP_SIZE: usize = 128;
+/// `quant_algo` of a checkpoint whose linears differ in scheme (TensorRT-LLM `QuantAlgo`).
+pub const MIXED_PRECISION: &str = "MIXED_PRECISION";
 pub const DEFAULT_SQ_ALPHA: f32 = 0.5;
 
 #[derive(Debug, Clone)]
@@ -113,7 +115,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         )));
     }
     let cfg = ModelConfig::load(&ckpt.root())?;
-    let scheme = match opts.request {
+    let default_scheme = match opts.request {
         QuantRequest::Scheme(s) => s,
         QuantRequest::Auto => {
             let target = opts.target.ok_or_else(|| {
@@ -125,14 +127,38 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
 
     // Checked before calibration: `--device cuda` without a GPU fails at once.
     let device = opts.exec.device.resolve()?;
-    if let QuantOutput::Trtllm(par) = opts.output {
-        trtllm::check_request(&cfg, scheme, group as u64, par, opts.eval_data.is_some())?;
-    }
+    // Which linears, with which scheme, checked before any work.
     let transformers = opts.hf_format == transformers::HfFormat::Transformers;
+    let (selected, excluded) = select_linears(&ckpt, opts, default_scheme, transformers)?;
+    let used: BTreeSet<QuantScheme> = selected.iter().map(|l| l.2).collect();
+    // One scheme names the checkpoint; several make it MIXED_PRECISION.
+    let scheme = match used.len() {
+        1 => used.first().copied().unwrap_or(default_scheme),
+        _ => default_scheme,
+    };
+    let mixed = used.len() > 1;
+    let any_int4 = used.iter().any(|s| s.is_int4());
+    if let QuantOutput::Trtllm(par) = opts.output {
+        let row_parallel_int4 = selected
+            .iter()
+            .any(|(m, _, s)| s.is_int4() && (m.ends_with(".o_proj") || m.ends_with(".down_proj")));
+        trtllm::check_request(
+            &cfg,
+            row_parallel_int4,
+            group as u64,
+            par,
+            opts.eval_data.is_some(),
+        )?;
+    }
     if transformers {
         if matches!(opts.output, QuantOutput::Trtllm(_)) {
             return Err(Error::Usage(
                 "--hf-format applies to Hugging Face output, not --format trtllm".into(),
+            ));
+        }
+        if mixed {
+            return Err(Error::Usage(
+                "--hf-format transformers holds one scheme (its quantization_config has no per-layer form): drop --layer-quant or use --hf-format modelopt (MIXED_PRECISION)".into(),
             ));
         }
         transformers::check_scheme(scheme)?;
@@ -144,7 +170,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         calib: calib_source,
         ..opts.clone()
     };
-    if opts.calib.awq_fold && !scheme.is_int4() {
+    if opts.calib.awq_fold && !any_int4 {
         return Err(Error::Usage(format!(
             "--awq-fold applies to int4_awq and int4_rtn, not {}",
             scheme.name()
@@ -161,64 +187,38 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
             "--kv-cache fp8 needs calibration: give --calib-data FILE (calibration text) or --calib-stats FILE (from `ckpt-opt calibrate`)".into(),
         ));
     }
-    if opts.calib.awq_clip && scheme != QuantScheme::Int4Awq {
+    if opts.calib.awq_clip && !used.contains(&QuantScheme::Int4Awq) {
         return Err(Error::Usage(format!(
             "--awq-clip applies to int4_awq, not {}",
             scheme.name()
         )));
     }
-    // Which linears, checked before any work.
     let sources = ckpt.tensors();
-    let paths = ckpt.file_paths();
-    let mut selected = Vec::new();
-    let mut excluded = Vec::new();
-    for (i, t) in sources.iter().enumerate() {
-        let Some(module) = Selection::candidate(&t.name, &t.shape) else {
-            continue;
-        };
-        if !opts.selection.quantizes(&t.name, &t.shape) {
-            excluded.push(module.to_string());
-            continue;
-        }
-        let fail = |why: String| Error::tensor(&paths[t.file], &t.name, why);
-        if !t.ty.dense().is_some_and(|d| d.is_float()) {
-            return Err(fail(format!("{} weights cannot be quantized", t.ty.name())));
-        }
-        if scheme.is_int4() {
-            if !t.shape[1].is_multiple_of(group as u64) {
-                return Err(fail(format!(
-                    "input width {} is not a multiple of --group-size {group}",
-                    t.shape[1]
-                )));
-            }
-            if transformers && !t.shape[0].is_multiple_of(transformers::AWQ_PACK) {
-                return Err(fail(format!(
-                    "{} output rows: AWQ's qweight packs 8 output channels per int32",
-                    t.shape[0]
-                )));
-            }
-            if !t.shape[0].is_multiple_of(2) {
-                return Err(fail(format!(
-                    "{} output rows: INT4 packs pairs of rows, so the count must be even",
-                    t.shape[0]
-                )));
-            }
-        }
-        selected.push((module.to_string(), i));
-    }
-    let modules: Vec<String> = selected.iter().map(|(m, _)| m.clone()).collect();
 
     let started = Instant::now();
-    let calibration = calib::run(scheme, &ckpt, &cfg, &opts.calib, &modules, group)?;
+    let awq_modules: Vec<String> = selected
+        .iter()
+        .filter(|l| l.2 == QuantScheme::Int4Awq)
+        .map(|l| l.0.clone())
+        .collect();
+    let needs = calib::Needs {
+        stats: match used.iter().find(|s| s.needs_statistics()) {
+            Some(s) => Some(format!("--quant {}", s.name())),
+            None => opts.kv_cache.map(|_| "--kv-cache fp8".to_string()),
+        },
+        awq: &awq_modules,
+    };
+    let calibration = calib::run(&needs, &ckpt, &cfg, &opts.calib, group)?;
     // 1-D tensors (norms, biases) divided elementwise, and unquantized 2-D weights whose
     // rows are divided, by a smoothing or folded AWQ factor.
     let mut norm_divisors = BTreeMap::new();
     let mut divided_rows = BTreeMap::new();
     let mut linears: Vec<LinearState> = selected
         .iter()
-        .map(|(m, i)| LinearState {
+        .map(|(m, i, scheme)| LinearState {
             module: m.clone(),
             source_index: *i,
+            scheme: *scheme,
             col_scale: None,
             row_divisor: None,
             pre_quant_scale: None,
@@ -229,16 +229,16 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         })
         .collect();
     let mut awq_choices = Vec::new();
-    match (&calibration, scheme) {
-        (Calibration::Stats(stats), QuantScheme::Fp8) => {
-            for l in linears.iter_mut() {
+    if let Some(stats) = &calibration.stats {
+        if used.contains(&QuantScheme::Fp8) {
+            for l in linears.iter_mut().filter(|l| l.scheme == QuantScheme::Fp8) {
                 let act = stats.input_absmax(&l.module).unwrap_or(&[]);
                 let amax = kernels::cpu::scale::amax(act);
                 l.input_scale = Some(kernels::cpu::fp8_quant::fp8_scale(amax));
             }
             fp8_weight_scales(&ckpt, &mut linears)?;
         }
-        (Calibration::Stats(stats), QuantScheme::Int8Sq) => {
+        if used.contains(&QuantScheme::Int8Sq) {
             plan_smoothquant(
                 &ckpt,
                 &cfg,
@@ -248,49 +248,51 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
                 &mut norm_divisors,
             )?;
         }
-        (Calibration::Awq(choices, clips), _) => {
-            let mut seen = std::collections::BTreeSet::new();
-            let mut folds = Vec::new();
-            for l in linears.iter_mut() {
-                l.clip = clips.get(&l.module).cloned().map(Arc::new);
-                if let Some(c) = choices.get(&l.module) {
-                    if c.ratio.is_some() {
-                        if !opts.calib.awq_fold {
-                            l.pre_quant_scale = Some(c.scale.iter().map(|s| 1.0 / s).collect());
-                        }
-                        l.col_scale = Some(Arc::new(c.scale.clone()));
+    }
+    if let Some((choices, clips)) = &calibration.awq {
+        let mut seen = BTreeSet::new();
+        let mut folds = Vec::new();
+        for l in linears.iter_mut() {
+            l.clip = clips.get(&l.module).cloned().map(Arc::new);
+            if let Some(c) = choices.get(&l.module) {
+                if c.ratio.is_some() {
+                    if !opts.calib.awq_fold {
+                        l.pre_quant_scale = Some(c.scale.iter().map(|s| 1.0 / s).collect());
                     }
-                    if seen.insert(c.modules.clone()) {
-                        awq_choices.push(c.clone());
-                        if opts.calib.awq_fold && c.ratio.is_some() {
-                            folds.push(c.clone());
-                        }
+                    l.col_scale = Some(Arc::new(c.scale.clone()));
+                }
+                if seen.insert(c.modules.clone()) {
+                    awq_choices.push(c.clone());
+                    if opts.calib.awq_fold && c.ratio.is_some() {
+                        folds.push(c.clone());
                     }
                 }
             }
-            for c in folds {
-                let target = awq::fold_target(&cfg, &c.modules[0]);
-                let divided = Divided {
-                    vectors: &mut norm_divisors,
-                    rows: &mut divided_rows,
-                };
-                fold_awq_scale(&ckpt, target, &c, &mut linears, divided)?;
-            }
         }
-        _ => {}
+        for c in folds {
+            let target = awq::fold_target(&cfg, &c.modules[0]);
+            let divided = Divided {
+                vectors: &mut norm_divisors,
+                rows: &mut divided_rows,
+            };
+            fold_awq_scale(&ckpt, target, &c, &mut linears, divided)?;
+        }
     }
-    if let (QuantOutput::Trtllm(_), QuantScheme::Int8Sq) = (opts.output, scheme) {
+    if matches!(opts.output, QuantOutput::Trtllm(_)) {
         // TensorRT-LLM multiplies every SmoothQuant linear's input by its
         // `prequant_scaling_factor` and has no norm absorbing it (see `trtllm`): the sites
         // folded into a norm in the HF layout get `1/s` here instead, the norms stay as they are.
-        for l in linears.iter_mut() {
+        for l in linears
+            .iter_mut()
+            .filter(|l| l.scheme == QuantScheme::Int8Sq)
+        {
             if let (Some(s), None) = (&l.col_scale, &l.pre_quant_scale) {
                 l.pre_quant_scale = Some(s.iter().map(|v| 1.0 / v).collect());
             }
         }
     }
     let kv_scales = match opts.kv_cache {
-        Some(KvCacheQuant::Fp8) => Some(kv_cache_scales(&calibration, scheme, &ckpt, &cfg, opts)?),
+        Some(KvCacheQuant::Fp8) => Some(kv_cache_scales(&calibration, &cfg)?),
         None => None,
     };
     let calibration_seconds = started.elapsed().as_secs_f64();
@@ -299,7 +301,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         QuantOutput::Hf => {
             let job = hf::HfJob {
                 ckpt: &ckpt,
-                scheme,
+                scheme: (!mixed).then_some(scheme),
                 group,
                 linears: &linears,
                 norm_divisors: &norm_divisors,
@@ -320,7 +322,7 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
             let job = trtllm::TrtllmJob {
                 ckpt: &ckpt,
                 input: &shard_input,
-                scheme,
+                scheme: (!mixed).then_some(scheme),
                 group,
                 par,
                 linears: &linears,
@@ -337,7 +339,8 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         .iter()
         .map(|l| {
             let shape = sources[l.source_index].shape.clone();
-            TensorQuality::new(format!("{}.weight", l.module), shape, l.errors.totals())
+            let name = format!("{}.weight", l.module);
+            TensorQuality::new(name, shape, l.scheme, l.errors.totals())
         })
         .collect();
     let n = tensors.len().max(1) as f64;
@@ -352,9 +355,13 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
     Ok(QuantizeReport {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
-        scheme: scheme.name(),
-        quant_algo: scheme.quant_algo(),
-        group_size: scheme.is_int4().then_some(group),
+        scheme: if mixed { "mixed" } else { scheme.name() },
+        quant_algo: if mixed {
+            MIXED_PRECISION
+        } else {
+            scheme.quant_algo()
+        },
+        group_size: any_int4.then_some(group),
         quantized_tensors: tensors.len(),
         excluded_modules: excluded,
         calibration_seconds,
@@ -369,6 +376,101 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         awq: awq_choices,
         model,
     })
+}
+
+/// A linear to quantize: module name, source tensor index, scheme.
+type Selected = (String, usize, QuantScheme);
+
+/// The linears `quantize` quantizes, each with its scheme (`--quant`, `--layer-quant`), and
+/// the candidate modules left as they are; fails, naming the tensor, on weights a scheme
+/// cannot hold.
+fn select_linears(
+    ckpt: &Checkpoint,
+    opts: &QuantizeOptions,
+    default: QuantScheme,
+    transformers: bool,
+) -> Result<(Vec<Selected>, Vec<String>)> {
+    let group = opts.group_size as u64;
+    let paths = ckpt.file_paths();
+    let mut selected = Vec::new();
+    let mut excluded = Vec::new();
+    for (i, t) in ckpt.tensors().iter().enumerate() {
+        let Some(module) = Selection::candidate(&t.name, &t.shape) else {
+            continue;
+        };
+        let Some(scheme) = opts.selection.scheme_of(&t.name, &t.shape, default) else {
+            excluded.push(module.to_string());
+            continue;
+        };
+        let fail = |why: String| Error::tensor(&paths[t.file], &t.name, why);
+        if !t.ty.dense().is_some_and(|d| d.is_float()) {
+            return Err(fail(format!("{} weights cannot be quantized", t.ty.name())));
+        }
+        if scheme.is_int4() {
+            if !t.shape[1].is_multiple_of(group) {
+                return Err(fail(format!(
+                    "input width {} is not a multiple of --group-size {group}",
+                    t.shape[1]
+                )));
+            }
+            if transformers && !t.shape[0].is_multiple_of(transformers::AWQ_PACK) {
+                return Err(fail(format!(
+                    "{} output rows: AWQ's qweight packs 8 output channels per int32",
+                    t.shape[0]
+                )));
+            }
+            if !t.shape[0].is_multiple_of(2) {
+                return Err(fail(format!(
+                    "{} output rows: INT4 packs pairs of rows, so the count must be even",
+                    t.shape[0]
+                )));
+            }
+        }
+        selected.push((module.to_string(), i, scheme));
+    }
+    check_shared_inputs(&selected)?;
+    Ok((selected, excluded))
+}
+
+/// Linears that read one input (q/k/v, gate/up) share a scheme: TensorRT-LLM fuses q/k/v
+/// into one linear, and modelopt requires one format per fused group
+/// (`export/quant_utils.py` `preprocess_linear_fusion`: "Modules have different quantization
+/// formats"); SmoothQuant and AWQ scale that shared input once.
+fn check_shared_inputs(selected: &[Selected]) -> Result<()> {
+    const SHARED: [&[&str]; 2] = [
+        &[
+            ".self_attn.q_proj",
+            ".self_attn.k_proj",
+            ".self_attn.v_proj",
+        ],
+        &[".mlp.gate_proj", ".mlp.up_proj"],
+    ];
+    let mut first: BTreeMap<(String, usize), (&str, QuantScheme)> = BTreeMap::new();
+    for (module, _, scheme) in selected {
+        let Some((site, suffix)) = SHARED.iter().enumerate().find_map(|(site, suffixes)| {
+            suffixes
+                .iter()
+                .find(|s| module.ends_with(*s))
+                .map(|s| (site, *s))
+        }) else {
+            continue;
+        };
+        let layer = module[..module.len() - suffix.len()].to_string();
+        match first.get(&(layer.clone(), site)) {
+            Some((other, s)) if s != scheme => {
+                return Err(Error::Usage(format!(
+                    "--layer-quant gives {other} {} but {module} {}: linears reading the same input (q/k/v, gate/up) must share one scheme",
+                    s.name(),
+                    scheme.name()
+                )))
+            }
+            Some(_) => {}
+            None => {
+                first.insert((layer, site), (module, *scheme));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where folded factors go: 1-D tensors divided elementwise, unquantized 2-D weights whose rows
@@ -454,40 +556,14 @@ fn fold_awq_scale(
     Ok(())
 }
 
-/// FP8 KV-cache scales per layer from the calibration statistics: the scheme's own when it
-/// calibrated with statistics, else a statistics pass over `--calib-data` / `--calib-stats`
-/// (int8_wo, int4_rtn need no calibration of their own; AWQ keeps samples, not statistics).
-/// Scale = amax / 448 (modelopt `export/quant_utils.py` `get_kv_cache_scaling_factor`: the k/v
-/// bmm quantizers' amax over the E4M3 max).
-fn kv_cache_scales(
-    calibration: &Calibration,
-    scheme: QuantScheme,
-    ckpt: &Checkpoint,
-    cfg: &ModelConfig,
-    opts: &QuantizeOptions,
-) -> Result<KvScales> {
-    let own;
-    let stats = match calibration {
-        Calibration::Stats(s) => s,
-        _ => {
-            let mut src = opts.calib.clone();
-            src.awq_clip = false;
-            let run = calib::run(QuantScheme::Fp8, ckpt, cfg, &src, &[], 0);
-            let Calibration::Stats(s) = run.map_err(|e| {
-                Error::Usage(format!(
-                    "--kv-cache fp8 with --quant {}: {e}",
-                    scheme.name()
-                ))
-            })?
-            else {
-                return Err(Error::Usage(
-                    "--kv-cache fp8 needs calibration statistics".into(),
-                ));
-            };
-            own = s;
-            &own
-        }
-    };
+/// FP8 KV-cache scales per layer from the calibration statistics (gathered for the KV cache
+/// when no scheme needed them). Scale = amax / 448 (modelopt `export/quant_utils.py`
+/// `get_kv_cache_scaling_factor`: the k/v bmm quantizers' amax over the E4M3 max).
+fn kv_cache_scales(calibration: &Calibration, cfg: &ModelConfig) -> Result<KvScales> {
+    let stats = calibration
+        .stats
+        .as_ref()
+        .ok_or_else(|| Error::Usage("--kv-cache fp8 needs calibration statistics".into()))?;
     (0..cfg.num_hidden_layers as usize)
         .map(|l| {
             let (k, v) = stats.kv_cache_absmax(l).ok_or_else(|| {
@@ -551,12 +627,14 @@ fn not_finite(path: &Path, name: &str, value: f32, at: usize, cols: usize) -> Er
     Error::tensor(path, name, why)
 }
 
-/// FP8 per-tensor weight scales: one read pass per weight over its encoded bytes (in parallel
-/// over tensors; [`kernels::cpu::fp8_quant::amax_encoded`] also refuses NaN / ±Inf, which the
-/// streaming pass then need not check).
+/// FP8 per-tensor weight scales of the FP8 linears: one read pass per weight over its encoded
+/// bytes (in parallel over tensors; [`kernels::cpu::fp8_quant::amax_encoded`] also refuses
+/// NaN / ±Inf, which the streaming pass then need not check).
 fn fp8_weight_scales(ckpt: &Checkpoint, linears: &mut [LinearState]) -> Result<()> {
     use kernels::cpu::fp8_quant::{amax_encoded, fp8_scale, Amax};
     let sources = ckpt.tensors();
+    let fp8 = |l: &&mut LinearState| l.scheme == QuantScheme::Fp8;
+    let mut linears: Vec<&mut LinearState> = linears.iter_mut().filter(fp8).collect();
     let scales = linears
         .par_iter()
         .map(|l| {
@@ -628,7 +706,10 @@ fn plan_smoothquant(
                 .collect();
             let idx: Vec<usize> = modules
                 .iter()
-                .filter_map(|m| linears.iter().position(|l| &l.module == m))
+                .filter_map(|m| {
+                    let sq = |l: &LinearState| &l.module == m && l.scheme == QuantScheme::Int8Sq;
+                    linears.iter().position(sq)
+                })
                 .collect();
             if idx.is_empty() {
                 continue;

@@ -6,6 +6,7 @@
 //! agreement, from `eval` on the same windows.
 
 use super::awq::AwqChoice;
+use super::scheme::QuantScheme;
 use crate::eval::EvalReport;
 use std::path::PathBuf;
 
@@ -13,12 +14,18 @@ use std::path::PathBuf;
 pub struct TensorQuality {
     pub name: String,
     pub shape: Vec<u64>,
+    pub scheme: &'static str,
     pub rel_error: f64,
     pub sqnr_db: f64,
 }
 
 impl TensorQuality {
-    pub fn new(name: String, shape: Vec<u64>, (signal, noise): (f64, f64)) -> Self {
+    pub fn new(
+        name: String,
+        shape: Vec<u64>,
+        scheme: QuantScheme,
+        (signal, noise): (f64, f64),
+    ) -> Self {
         let rel_error = if signal > 0.0 {
             (noise / signal).sqrt()
         } else {
@@ -32,6 +39,7 @@ impl TensorQuality {
         TensorQuality {
             name,
             shape,
+            scheme: scheme.name(),
             rel_error,
             sqnr_db,
         }
@@ -98,13 +106,13 @@ pub fn render(r: &QuantizeReport) -> String {
         r.calibration_seconds
     );
     s.push_str(&format!(
-        "{:<48} {:>12} {:>10}\n",
-        "tensor", "rel_error", "sqnr_db"
+        "{:<48} {:>9} {:>12} {:>10}\n",
+        "tensor", "scheme", "rel_error", "sqnr_db"
     ));
     for t in &r.tensors {
         s.push_str(&format!(
-            "{:<48} {:>12.4e} {:>10.2}\n",
-            t.name, t.rel_error, t.sqnr_db
+            "{:<48} {:>9} {:>12.4e} {:>10.2}\n",
+            t.name, t.scheme, t.rel_error, t.sqnr_db
         ));
     }
     s.push_str(&format!(
@@ -126,11 +134,13 @@ mod tests {
 
     #[test]
     fn sqnr_and_relative_error() {
-        let t = TensorQuality::new("w".into(), vec![2], (100.0, 1.0));
+        let t = TensorQuality::new("w".into(), vec![2], QuantScheme::Fp8, (100.0, 1.0));
         assert!((t.rel_error - 0.1).abs() < 1e-12);
         assert!((t.sqnr_db - 20.0).abs() < 1e-12);
-        assert!(TensorQuality::new("z".into(), vec![1], (1.0, 0.0))
-            .sqnr_db
-            .is_infinite());
+        assert!(
+            TensorQuality::new("z".into(), vec![1], QuantScheme::Fp8, (1.0, 0.0))
+                .sqnr_db
+                .is_infinite()
+        );
     }
 }

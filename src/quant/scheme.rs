@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QuantScheme {
     /// FP8 E4M3 weights, per-tensor weight and activation scales.
@@ -64,17 +64,35 @@ impl QuantScheme {
         }
     }
 
-    /// Needs calibration (activation statistics or samples).
-    pub fn needs_calibration(self) -> bool {
-        matches!(
-            self,
-            QuantScheme::Fp8 | QuantScheme::Int8Sq | QuantScheme::Int4Awq
-        )
+    /// Needs activation statistics (AWQ needs activation samples instead).
+    pub fn needs_statistics(self) -> bool {
+        matches!(self, QuantScheme::Fp8 | QuantScheme::Int8Sq)
     }
 
     /// Group-wise INT4.
     pub fn is_int4(self) -> bool {
         matches!(self, QuantScheme::Int4Awq | QuantScheme::Int4Rtn)
+    }
+
+    /// The scheme named `text` (`fp8`, `int8_wo`, …), case-insensitive.
+    pub fn from_name(text: &str) -> Option<Self> {
+        let t = text.trim().to_ascii_lowercase();
+        QuantScheme::ALL.into_iter().find(|s| s.name() == t)
+    }
+
+    /// One module's quantization fields as TensorRT-LLM's `QuantConfig` / modelopt write them:
+    /// the whole `quantization` object of a single-scheme checkpoint, one `quantized_layers`
+    /// entry of a MIXED_PRECISION one (modelopt `export/quant_utils.py`
+    /// `process_layer_quant_config`). `pre_quant_scale`: the INT4 linears keep AWQ's input
+    /// scale as a tensor (not folded into the previous op).
+    pub fn layer_config(self, group: usize, pre_quant_scale: bool) -> serde_json::Value {
+        let mut q = serde_json::json!({ "quant_algo": self.quant_algo() });
+        if self.is_int4() {
+            q["group_size"] = serde_json::json!(group);
+            q["has_zero_point"] = serde_json::json!(false);
+            q["pre_quant_scale"] = serde_json::json!(pre_quant_scale);
+        }
+        q
     }
 }
 
@@ -84,7 +102,7 @@ impl QuantRequest {
         if t == "auto" {
             return Ok(QuantRequest::Auto);
         }
-        if let Some(s) = QuantScheme::ALL.into_iter().find(|s| s.name() == t) {
+        if let Some(s) = QuantScheme::from_name(&t) {
             return Ok(QuantRequest::Scheme(s));
         }
         if GGUF_TYPES.contains(&t.as_str()) {

@@ -26,7 +26,7 @@ use crate::shard::{Input, Parallel, ShardLayout};
 use formats::safetensors::{self, TensorSpec};
 use formats::Dtype;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -34,7 +34,9 @@ pub struct TrtllmJob<'a> {
     pub ckpt: &'a Arc<Checkpoint>,
     /// The same Hugging Face checkpoint opened as a `reshard` input (unquantized tensors).
     pub input: &'a Input,
-    pub scheme: QuantScheme,
+    /// The scheme of every quantized linear; `None` when they differ (MIXED_PRECISION: the
+    /// per-module schemes go to `quant_cfg.json`).
+    pub scheme: Option<QuantScheme>,
     pub group: usize,
     pub par: Parallel,
     pub linears: &'a [LinearState],
@@ -45,10 +47,11 @@ pub struct TrtllmJob<'a> {
     pub output: &'a Path,
 }
 
-/// Refuses, before calibration, what this layout cannot hold.
+/// Refuses, before calibration, what this layout cannot hold (`row_parallel_int4`: an o_proj
+/// or down_proj is quantized to INT4).
 pub fn check_request(
     cfg: &ModelConfig,
-    scheme: QuantScheme,
+    row_parallel_int4: bool,
     group: u64,
     par: Parallel,
     eval_data: bool,
@@ -64,7 +67,7 @@ pub fn check_request(
             par.tp, par.pp
         ))
     })?;
-    if scheme.is_int4() {
+    if row_parallel_int4 {
         // Row-parallel linears (o_proj, down_proj) split their input columns and with them
         // the scale groups (modelopt `postprocess.py` `check_weight_shape_valid`).
         for (what, cols) in [
@@ -111,6 +114,9 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
     let padded = layout::padded_vocab(cfg.vocab_size, par.tp);
     let ranks = layout::rank_files(lg, ShardLayout::Trtllm, par, padded);
     let mut excluded = std::collections::BTreeSet::new();
+    // Per pp stage, the scheme of each quantized module by its stage-local name.
+    let mut stage_layers: Vec<BTreeMap<String, QuantScheme>> =
+        vec![BTreeMap::new(); par.pp as usize];
     let mut files = Vec::new();
     // Row-parallel slices of one input span are read once for all ranks (see `SpanShare`).
     let share = Arc::new(crate::shard::slices::SpanShare::default());
@@ -136,7 +142,9 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
                 );
                 specs.push(spec);
             } else {
-                quantized_tensors(job, t, &quant, &mut specs, &mut made)?;
+                let scheme = quantized_tensors(job, t, &quant, &mut specs, &mut made)?;
+                let stage = r / par.tp as usize; // rank r = pp_rank × tp + tp_rank
+                stage_layers[stage].insert(module_of(&t.name).to_string(), scheme);
             }
         }
         if let Some(kv) = job.kv_scales {
@@ -171,9 +179,21 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
             "--exclude with --pp > 1: TensorRT-LLM matches exclude_modules against stage-local layer names, which differ per stage; exclude nothing or use --pp 1".into(),
         ));
     }
+    let layers = &stage_layers[0];
+    if job.scheme.is_none() && stage_layers.iter().any(|s| s != layers) {
+        return Err(Error::Usage(
+            "--layer-quant with --pp > 1: TensorRT-LLM matches quant_cfg.json's quantized_layers against stage-local layer names, so every pipeline stage must quantize its layers alike; use --pp 1 or rules that do not depend on the layer number".into(),
+        ));
+    }
     excluded.insert("lm_head".into());
     let config = config_json(job, excluded.into_iter().collect());
     let mut side_files = vec![SideFile::json("config.json", &config)];
+    if job.scheme.is_none() {
+        side_files.push(SideFile::json(
+            "quant_cfg.json",
+            &quant_cfg_json(job, layers),
+        ));
+    }
     // TensorRT-LLM runs take `--tokenizer_dir`; carrying the tokenizer makes the export one
     // self-contained folder.
     side_files.extend(crate::convert::carried_files(&input.root)?);
@@ -182,7 +202,7 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
             "quantize safetensors -> trtllm tp {} pp {} ({})",
             par.tp,
             par.pp,
-            job.scheme.name()
+            job.scheme.map_or("mixed", QuantScheme::name)
         ),
         target: job.output.to_path_buf(),
         layout: OutputLayout::Folder,
@@ -289,7 +309,7 @@ fn quantized_tensors(
     blocks: &[QuantBlock],
     specs: &mut Vec<TensorSpec>,
     made: &mut HashMap<String, Made>,
-) -> Result<()> {
+) -> Result<QuantScheme> {
     let m = module_of(&t.name);
     let (rows, width) = (t.rows(), t.width());
     let group = job.group as u64;
@@ -297,6 +317,21 @@ fn quantized_tensors(
     let fail = |b: &QuantBlock, why: String| {
         Error::tensor(path.clone(), format!("{}.weight", b.linear.module), why)
     };
+    // One TensorRT-LLM linear has one scheme (`quant::check_shared_inputs` ensures it for the
+    // fused q/k/v).
+    let scheme = blocks[0].linear.scheme;
+    if let Some(b) = blocks.iter().find(|b| b.linear.scheme != scheme) {
+        return Err(fail(
+            b,
+            format!(
+                "is {} but {} is {}, and both go into {}",
+                b.linear.scheme.name(),
+                blocks[0].linear.module,
+                scheme.name(),
+                t.name
+            ),
+        ));
+    }
     let sources = job.ckpt.tensors();
     // `unit_bytes` per `unit_cols` input columns; `unit_cols` 0: one value per whole row.
     let sharded = |part: Part, unit_bytes: u64, unit_cols: u64| {
@@ -352,7 +387,7 @@ fn quantized_tensors(
         specs.push(TensorSpec::new(name.clone(), dtype, shape));
         made.insert(name, how);
     };
-    match job.scheme {
+    match scheme {
         QuantScheme::Fp8 => {
             let max = |f: &dyn Fn(&LinearState) -> Option<f32>| {
                 blocks
@@ -398,7 +433,7 @@ fn quantized_tensors(
                 vec![rows],
                 Made::new(source("weight_scale"), Arc::new(scales)),
             );
-            if job.scheme == QuantScheme::Int8Sq {
+            if scheme == QuantScheme::Int8Sq {
                 // TensorRT-LLM's `Int8SmoothQuantLinear` / `Int8SmoothQuantRowLinear`
                 // (`quantization/layers.py`, made by `quantize.py` `smooth_quantize_ootb` for
                 // W8A8_SQ_PER_CHANNEL) also hold `activation_scaling_factor` (per tensor) and
@@ -464,7 +499,7 @@ fn quantized_tensors(
                 vec![rows, width / group],
                 Made::new(source("weight_scale"), Arc::new(scales)),
             );
-            if job.scheme == QuantScheme::Int4Awq {
+            if scheme == QuantScheme::Int4Awq {
                 let pqs = prequant_scale(blocks, width, &fail)?;
                 add(
                     format!("{m}.prequant_scaling_factor"),
@@ -475,7 +510,7 @@ fn quantized_tensors(
             }
         }
     }
-    Ok(())
+    Ok(scheme)
 }
 
 /// The AWQ pre-quant scale of this rank's input columns: one vector shared by the fused
@@ -510,23 +545,43 @@ fn prequant_scale(
 
 /// The TensorRT-LLM `config.json` of the export: `reshard`'s fields plus `quantization`
 /// (modelopt `quant_utils.py` `process_layer_quant_config`; the schemes of FORMATS.md 1.2) and
-/// `producer`.
+/// `producer`. Mixed schemes write `quant_algo: MIXED_PRECISION` here and the per-module
+/// schemes in `quant_cfg.json` ([`quant_cfg_json`]).
 fn config_json(job: &TrtllmJob, exclude: Vec<String>) -> Value {
     let cfg = &job.input.logical.config;
     let mut config = crate::shard::config::trtllm_config(cfg, job.par, job.input.dtypes[0]);
-    let mut q = json!({
-        "quant_algo": job.scheme.quant_algo(),
-        "kv_cache_quant_algo": job.kv_scales.map(|_| "FP8"),
-        "exclude_modules": exclude,
-    });
-    if job.scheme.is_int4() {
-        q["group_size"] = json!(job.group);
-        q["has_zero_point"] = json!(false);
-        q["pre_quant_scale"] = json!(job.scheme == QuantScheme::Int4Awq);
-    }
+    let mut q = match job.scheme {
+        // TensorRT-LLM keeps AWQ's pre_quant_scale (no `--awq-fold` for this layout).
+        Some(s) => s.layer_config(job.group, s == QuantScheme::Int4Awq),
+        None => json!({ "quant_algo": super::MIXED_PRECISION }),
+    };
+    q["kv_cache_quant_algo"] = json!(job.kv_scales.map(|_| "FP8"));
+    q["exclude_modules"] = json!(exclude);
     config["quantization"] = q;
     config["producer"] = json!({ "name": "ckpt-opt", "version": env!("CARGO_PKG_VERSION") });
     config
+}
+
+/// `quant_cfg.json` of a MIXED_PRECISION checkpoint, which TensorRT-LLM requires beside
+/// `config.json` (`models/modeling_utils.py` `PretrainedConfig.from_json_file` →
+/// `to_layer_quant_config` → `LayerQuantConfig`, a strict model: exactly these three keys).
+/// `quantized_layers` maps each quantized module, by its stage-local name, to its own
+/// `QuantConfig`; TensorRT-LLM leaves modules no key matches unquantized (`_get_quant_cfg`).
+fn quant_cfg_json(job: &TrtllmJob, layers: &BTreeMap<String, QuantScheme>) -> Value {
+    let layers: serde_json::Map<String, Value> = layers
+        .iter()
+        .map(|(m, s)| {
+            (
+                m.clone(),
+                s.layer_config(job.group, *s == QuantScheme::Int4Awq),
+            )
+        })
+        .collect();
+    json!({
+        "quant_algo": super::MIXED_PRECISION,
+        "kv_cache_quant_algo": job.kv_scales.map(|_| "FP8"),
+        "quantized_layers": layers,
+    })
 }
 
 /// One rectangle of a sharded quantized tensor: output rows `rows` made from the inner
@@ -609,18 +664,17 @@ mod tests {
     #[test]
     fn row_parallel_int4_needs_whole_groups_per_rank() {
         let par = |tp| Parallel { tp, pp: 1 };
-        assert!(check_request(&cfg(), QuantScheme::Int4Awq, 64, par(2), false).is_ok());
+        assert!(check_request(&cfg(), true, 64, par(2), false).is_ok());
         // down_proj: 384 / 2 = 192 is 1.5 groups of 128.
-        let e = check_request(&cfg(), QuantScheme::Int4Rtn, 128, par(2), false).unwrap_err();
+        let e = check_request(&cfg(), true, 128, par(2), false).unwrap_err();
         assert!(
             e.to_string().contains("down_proj gives each rank 192"),
             "{e}"
         );
-        // INT8 has no groups.
-        assert!(check_request(&cfg(), QuantScheme::Int8Wo, 128, par(2), false).is_ok());
-        assert!(check_request(&cfg(), QuantScheme::Int8Sq, 128, par(2), false).is_ok());
-        let e = check_request(&cfg(), QuantScheme::Fp8, 128, par(1), true).unwrap_err();
+        // INT8 and FP8 have no groups.
+        assert!(check_request(&cfg(), false, 128, par(2), false).is_ok());
+        let e = check_request(&cfg(), false, 128, par(1), true).unwrap_err();
         assert!(e.to_string().contains("--eval-data"), "{e}");
-        assert!(check_request(&cfg(), QuantScheme::Fp8, 128, par(3), false).is_err());
+        assert!(check_request(&cfg(), false, 128, par(3), false).is_err());
     }
 }
