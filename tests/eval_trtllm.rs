@@ -399,6 +399,22 @@ fn mixed_precision_splices_evaluate_each_module_with_its_own_algo() {
     );
     let vs = eval(&mix, Some(&fp8));
     assert!(num(&vs, "/teacher/kl") > 0.0, "{vs}");
+    // pp 2: keys name stage-local layers, so `layers.0` is layers 0 and 2 of the model.
+    let (fp8_pp, awq_pp) = (dir.path().join("fp8-pp"), dir.path().join("awq-pp"));
+    export(&m, &fp8_pp, Some("fp8"), &["--pp", "2"]);
+    export(&m, &awq_pp, Some("int4_awq"), &["--pp", "2"]);
+    let staged = dir.path().join("staged");
+    let stage_local = ["transformer.layers.0.*"];
+    common::splice_mixed("trtllm", &fp8_pp, &awq_pp, &staged, &stage_local);
+    let global = splice("global", &["transformer.layers.[02].*"]);
+    let (a, b) = (eval(&staged, None), eval(&global, None));
+    assert_close(
+        num(&a, "/nll"),
+        num(&b, "/nll"),
+        1e-12,
+        "pp 2 vs tp 2 splice",
+    );
+    assert!(num(&a, "/nll") != num(&e_fp8, "/nll"), "{a}");
 
     let d = data();
     let run = |p: &Path| fails(&["eval", s(p), "--data", s(&d), "--max-windows", "1"], 1);
@@ -456,6 +472,23 @@ fn mixed_precision_splices_evaluate_each_module_with_its_own_algo() {
     });
     assert!(
         e.contains(key) && e.contains("no quantized_layers key"),
+        "{e}"
+    );
+    // A listed linear holding a float weight (an unquantized export said to be mixed).
+    let plain = dir.path().join("plain");
+    export(&m, &plain, None, &["--tp", "2"]);
+    edit_config(&plain, |c| {
+        c["quantization"] = serde_json::json!({"quant_algo": "MIXED_PRECISION"})
+    });
+    let listed = "transformer.layers.2.mlp.gate";
+    let cfg = serde_json::json!({"quant_algo": "MIXED_PRECISION",
+        "quantized_layers": {listed: {"quant_algo": "W8A16"}}});
+    std::fs::write(plain.join("quant_cfg.json"), cfg.to_string()).expect("write");
+    let e = run(&plain);
+    assert!(
+        e.contains("rank0.safetensors")
+            && e.contains(&format!("{listed}.weights_scaling_factor"))
+            && e.contains("missing (quant_cfg.json gives"),
         "{e}"
     );
 }

@@ -522,20 +522,20 @@ fn quantized_split_gguf_is_read_by_the_gguf_package() {
     assert!(verified.contains("checksums match"), "{verified}");
 }
 
-/// `convert llama-gqa OUT --format trtllm --quant SCHEME --tp 2` (calibrated where needed).
-fn trtllm_quant(tmp: &Path, scheme: &str) -> PathBuf {
-    let out = tmp.join(scheme);
+/// llama-gqa quantized with `scheme`, calibrated on the sample text: a TensorRT-LLM tp 2
+/// export (`convert --format trtllm`) when `trtllm`, else `quantize` (modelopt's HF layout).
+fn quantized(tmp: &Path, scheme: &str, trtllm: bool) -> PathBuf {
+    let out = tmp.join(format!("{scheme}-{}", if trtllm { "tl" } else { "hf" }));
     let (text, input) = (sample_text(), fixture("llama-gqa"));
-    let mut args = vec!["-q", "--no-manifest", "convert", s(&input), s(&out)];
-    args.extend_from_slice(&["--format", "trtllm", "--quant", scheme, "--tp", "2"]);
-    args.extend_from_slice(&[
-        "--group-size",
-        "64",
-        "--calib-data",
-        s(&text),
-        "--calib-samples",
-        "2",
-    ]);
+    let mut args = vec!["-q", "--no-manifest"];
+    if trtllm {
+        args.extend_from_slice(&["convert", s(&input), s(&out), "--format", "trtllm"]);
+        args.extend_from_slice(&["--tp", "2", "--group-size", "64"]);
+    } else {
+        args.extend_from_slice(&["quantize", s(&input), s(&out)]);
+    }
+    args.extend_from_slice(&["--quant", scheme, "--calib-data", s(&text)]);
+    args.extend_from_slice(&["--calib-samples", "2"]);
     ok(&args);
     out
 }
@@ -543,10 +543,8 @@ fn trtllm_quant(tmp: &Path, scheme: &str) -> PathBuf {
 #[test]
 fn mixed_precision_trtllm_splice_verifies_and_each_problem_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (fp8, awq) = (
-        trtllm_quant(tmp.path(), "fp8"),
-        trtllm_quant(tmp.path(), "int4_awq"),
-    );
+    let fp8 = quantized(tmp.path(), "fp8", true);
+    let awq = quantized(tmp.path(), "int4_awq", true);
     let splice = |name: &str| {
         let out = tmp.path().join(name);
         splice_mixed("trtllm", &fp8, &awq, &out, &["transformer.layers.1.*"]);
@@ -593,27 +591,11 @@ fn mixed_precision_trtllm_splice_verifies_and_each_problem_is_named() {
     verify_finds(&out, &["quant_cfg.json", stray, "names no module"]);
 }
 
-/// `quantize llama-gqa OUT --quant SCHEME` (modelopt's HF layout).
-fn hf_quant(tmp: &Path, scheme: &str) -> PathBuf {
-    let out = tmp.join(format!("hf-{scheme}"));
-    let (text, input) = (sample_text(), fixture("llama-gqa"));
-    let mut args = vec!["-q", "--no-manifest", "quantize", s(&input), s(&out)];
-    args.extend_from_slice(&[
-        "--quant",
-        scheme,
-        "--calib-data",
-        s(&text),
-        "--calib-samples",
-        "2",
-    ]);
-    ok(&args);
-    out
-}
-
 #[test]
 fn mixed_precision_hf_splice_evaluates_verifies_and_each_problem_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (fp8, int8) = (hf_quant(tmp.path(), "fp8"), hf_quant(tmp.path(), "int8_wo"));
+    let fp8 = quantized(tmp.path(), "fp8", false);
+    let int8 = quantized(tmp.path(), "int8_wo", false);
     let splice = |name: &str| {
         let out = tmp.path().join(name);
         splice_mixed("hf", &fp8, &int8, &out, &["model.layers.0.mlp.*"]);

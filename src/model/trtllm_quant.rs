@@ -128,12 +128,21 @@ impl QuantizedLayers {
             .map(|(k, v)| (k.as_str(), v))
     }
 
-    /// Keys that match none of `modules` (a module name the checkpoint does not have).
-    pub fn unmatched<'a>(&'a self, modules: &[String]) -> Vec<&'a str> {
+    /// One problem line per key that matches none of the modules whose weights are named
+    /// `weights` (`….weight`): a module name the checkpoint does not have, which TensorRT-LLM
+    /// would silently ignore.
+    pub fn keys_naming_no_module<'a>(&self, weights: impl Iterator<Item = &'a str>) -> Vec<String> {
+        let modules: Vec<&str> = weights.filter_map(|w| w.strip_suffix(".weight")).collect();
         self.layers
             .iter()
-            .map(|(k, _)| k.as_str())
+            .map(|(k, _)| k)
             .filter(|k| !modules.iter().any(|m| fnmatch(k, m)))
+            .map(|k| {
+                format!(
+                    "{}: quantized_layers key `{k}` names no module of this checkpoint",
+                    self.path.display()
+                )
+            })
             .collect()
     }
 }
@@ -278,9 +287,11 @@ mod tests {
             Some("FP8")
         );
         assert!(q.find("lm_head").is_none());
-        let modules = vec!["transformer.layers.0.mlp.fc".to_string()];
-        assert!(q.unmatched(&modules).is_empty());
-        assert_eq!(q.unmatched(&["lm_head".into()]).len(), 2);
+        let weights = ["transformer.layers.0.mlp.fc.weight"];
+        assert!(q.keys_naming_no_module(weights.into_iter()).is_empty());
+        let stray = q.keys_naming_no_module(["lm_head.weight"].into_iter());
+        assert_eq!(stray.len(), 2);
+        assert!(stray[1].contains("quant_cfg.json: quantized_layers key `transformer.layers.*`"));
 
         let bad = |v: Value, needle: &str| {
             write(tmp.path(), &v);

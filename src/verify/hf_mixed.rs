@@ -50,17 +50,12 @@ pub(super) fn check(
 ) {
     let by_name: HashMap<&str, &SourceTensor> =
         tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-    let modules: Vec<String> = tensors
+    f.problems
+        .extend(layers.keys_naming_no_module(tensors.iter().map(|t| t.name.as_str())));
+    let modules = tensors
         .iter()
-        .filter_map(|t| t.name.strip_suffix(".weight").map(str::to_string))
-        .collect();
-    for key in layers.unmatched(&modules) {
-        f.file(
-            &layers.path,
-            format!("quantized_layers key `{key}` names no module of this checkpoint"),
-        );
-    }
-    for module in &modules {
+        .filter_map(|t| t.name.strip_suffix(".weight"));
+    for module in modules {
         let scale = by_name.get(format!("{module}.weight_scale").as_str());
         let listed = layers.find(module);
         match (scale, listed) {

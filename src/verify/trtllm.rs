@@ -85,17 +85,11 @@ pub(super) fn check(dir: &Path, opts: &VerifyOptions) -> Findings {
     let padded = padded_vocab(cfg.vocab_size, par.tp);
     let ranks = rank_files(&lg, ShardLayout::Trtllm, par, padded);
     if let Some(mixed) = &quant.mixed {
-        let modules: Vec<String> = ranks
+        let weights = ranks
             .iter()
             .flat_map(|r| &r.tensors)
-            .filter_map(|t| t.name.strip_suffix(".weight").map(str::to_string))
-            .collect();
-        for key in mixed.unmatched(&modules) {
-            f.file(
-                &mixed.path,
-                format!("quantized_layers key `{key}` names no module of this checkpoint (TensorRT-LLM would ignore it)"),
-            );
-        }
+            .map(|t| t.name.as_str());
+        f.problems.extend(mixed.keys_naming_no_module(weights));
     }
     for (rank, rf) in ranks.iter().enumerate() {
         let path = dir.join(&rf.name);
