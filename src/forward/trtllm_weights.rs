@@ -12,12 +12,13 @@
 //! read from its first copy, the others checked equal to it when the checkpoint is opened.
 //!
 //! A quantized linear (one with a `weights_scaling_factor`) is dequantized by its
-//! [`QuantAlgo`]: config.json's for a single-scheme checkpoint, the module's own from
-//! `quant_cfg.json` for MIXED_PRECISION ([`crate::model::trtllm_quant`]), with the exporter's rules (`quant::trtllm` `quantized_tensors`), to the same
-//! effective weight the Hugging Face modelopt path of [`super::weights`] computes:
-//! `dequant(codes) · diag(prequant_scaling_factor)`. Activation scales are not applied
-//! (activations stay f32), as for Hugging Face input. An FP8 KV cache's per-layer
-//! `attention.kv_cache_scaling_factor` is checked and ignored: K/V stay f32 here.
+//! [`QuantAlgo`] — config.json's for a single-scheme checkpoint, the module's own from
+//! `quant_cfg.json` for MIXED_PRECISION ([`crate::model::trtllm_quant`]) — with the exporter's
+//! rules (`quant::trtllm` `quantized_tensors`), to the same effective weight the Hugging Face
+//! modelopt path of [`super::weights`] computes: `dequant(codes) · diag(prequant_scaling_factor)`.
+//! Activation scales are not applied (activations stay f32), as for Hugging Face input. An FP8
+//! KV cache's per-layer `attention.kv_cache_scaling_factor` is checked and ignored: K/V stay f32
+//! here.
 
 use super::weights::{decode_par, Encoding};
 use crate::checkpoint::{Checkpoint, SourceTensor};

@@ -1,5 +1,6 @@
 //! Hugging Face folder (or single safetensors file): the index and its shards, `config.json`
-//! against every tensor, `quantization_config` against the scale tensors, scales finite.
+//! against every tensor, `quantization_config` against the scale tensors, scales finite; a
+//! MIXED_PRECISION folder's modules against their own algos ([`super::hf_mixed`]).
 
 use super::finite::first_non_finite;
 use super::{hf_mixed, Findings, VerifyOptions};

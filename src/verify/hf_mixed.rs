@@ -1,7 +1,9 @@
 //! modelopt's unified Hugging Face layout with mixed precision: `quantization_config` (or
 //! `hf_quant_config.json`'s `quantization`) says `"quant_algo": "MIXED_PRECISION"` and lists
 //! `"quantized_layers": {"model.layers.0.self_attn.q_proj": {"quant_algo": "FP8"}, …}` (modelopt
-//! `export/quant_utils.py` `process_layer_quant_config`, `export/unified_export_hf.py`). Each
+//! `export/quant_utils.py` `process_layer_quant_config`, `export/unified_export_hf.py`;
+//! `export/convert_hf_config.py` `convert_hf_quant_config_format` keeps `quantized_layers` in
+//! config.json beside its compressed-tensors `config_groups`). Each
 //! module holding a `weight_scale` is checked against the tensors of its own quant_algo (the
 //! table of `quant::hf`); a scaled module no key matches, a listed linear without scales and a
 //! key naming no module are problems. Keys match as TensorRT-LLM matches them (`fnmatch`,
