@@ -356,3 +356,139 @@ fn duplicated_kv_heads_that_differ_are_refused() {
         "{e}"
     );
 }
+
+/// An entry of quant_cfg.json's `quantized_layers`.
+fn set_layer(dir: &Path, key: &str, block: Value) {
+    common::edit_json_file(&dir.join("quant_cfg.json"), |q| {
+        q["quantized_layers"][key] = block
+    });
+}
+
+#[test]
+fn mixed_precision_splices_evaluate_each_module_with_its_own_algo() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("trained-llama");
+    let (fp8, awq) = (dir.path().join("fp8"), dir.path().join("awq"));
+    export(&m, &fp8, Some("fp8"), &["--tp", "2"]);
+    export(&m, &awq, Some("int4_awq"), &["--tp", "2"]);
+    let splice = |name: &str, from_awq: &[&str]| {
+        let out = dir.path().join(name);
+        common::splice_mixed("trtllm", &fp8, &awq, &out, from_awq);
+        out
+    };
+    // Every module from one export: the same model, read through quant_cfg.json.
+    let (e_fp8, e_awq) = (eval(&fp8, None), eval(&awq, None));
+    let all_fp8 = eval(&splice("all-fp8", &[]), None);
+    let all_awq = eval(&splice("all-awq", &["*"]), None);
+    assert_eq!(e_fp8["tokens_scored"], all_fp8["tokens_scored"]);
+    assert_eq!(num(&e_fp8, "/nll"), num(&all_fp8, "/nll"));
+    assert_eq!(num(&e_awq, "/nll"), num(&all_awq, "/nll"));
+    // A genuine mix: AWQ attention in layers 0 and 2, AWQ MLPs in layer 1.
+    let mix = splice(
+        "mix",
+        &[
+            "transformer.layers.[02].attention.*",
+            "transformer.layers.1.mlp.*",
+        ],
+    );
+    let e_mix = eval(&mix, None);
+    let n = num(&e_mix, "/nll");
+    assert!(
+        n.is_finite() && n != num(&e_fp8, "/nll") && n != num(&e_awq, "/nll"),
+        "{e_mix}"
+    );
+    let vs = eval(&mix, Some(&fp8));
+    assert!(num(&vs, "/teacher/kl") > 0.0, "{vs}");
+    // pp 2: keys name stage-local layers, so `layers.0` is layers 0 and 2 of the model.
+    let (fp8_pp, awq_pp) = (dir.path().join("fp8-pp"), dir.path().join("awq-pp"));
+    export(&m, &fp8_pp, Some("fp8"), &["--pp", "2"]);
+    export(&m, &awq_pp, Some("int4_awq"), &["--pp", "2"]);
+    let staged = dir.path().join("staged");
+    let stage_local = ["transformer.layers.0.*"];
+    common::splice_mixed("trtllm", &fp8_pp, &awq_pp, &staged, &stage_local);
+    let global = splice("global", &["transformer.layers.[02].*"]);
+    let (a, b) = (eval(&staged, None), eval(&global, None));
+    assert_close(
+        num(&a, "/nll"),
+        num(&b, "/nll"),
+        1e-12,
+        "pp 2 vs tp 2 splice",
+    );
+    assert!(num(&a, "/nll") != num(&e_fp8, "/nll"), "{a}");
+
+    let d = data();
+    let run = |p: &Path| fails(&["eval", s(p), "--data", s(&d), "--max-windows", "1"], 1);
+    let damaged = |name: &str, f: &dyn Fn(&Path)| {
+        let out = splice(name, &["transformer.layers.1.mlp.*"]);
+        f(&out);
+        run(&out)
+    };
+    let e = damaged("no-cfg", &|o| {
+        std::fs::remove_file(o.join("quant_cfg.json")).expect("rm")
+    });
+    assert!(e.contains("quant_cfg.json") && e.contains("missing"), "{e}");
+    let e = damaged("bad-json", &|o| {
+        std::fs::write(o.join("quant_cfg.json"), "{").expect("write")
+    });
+    assert!(
+        e.contains("quant_cfg.json") && e.contains("invalid JSON"),
+        "{e}"
+    );
+    let key = "transformer.layers.1.mlp.fc";
+    let e = damaged("unknown", &|o| {
+        set_layer(o, key, serde_json::json!({"quant_algo": "NVFP4"}))
+    });
+    assert!(
+        e.contains("quant_cfg.json") && e.contains(key) && e.contains("NVFP4"),
+        "{e}"
+    );
+    let e = damaged("kv", &|o| {
+        common::edit_json_file(&o.join("quant_cfg.json"), |q| {
+            q["kv_cache_quant_algo"] = "FP8".into()
+        })
+    });
+    assert!(
+        e.contains("quant_cfg.json") && e.contains("disagrees"),
+        "{e}"
+    );
+    // Listed as FP8, holding the AWQ tensors.
+    let e = damaged("wrong-algo", &|o| {
+        set_layer(o, key, serde_json::json!({"quant_algo": "FP8"}))
+    });
+    assert!(
+        e.contains("rank0.safetensors")
+            && e.contains(&format!("{key}.weight"))
+            && e.contains("for FP8"),
+        "{e}"
+    );
+    // Scales on a module no key matches.
+    let e = damaged("unlisted", &|o| {
+        common::edit_json_file(&o.join("quant_cfg.json"), |q| {
+            q["quantized_layers"]
+                .as_object_mut()
+                .expect("layers")
+                .remove(key);
+        })
+    });
+    assert!(
+        e.contains(key) && e.contains("no quantized_layers key"),
+        "{e}"
+    );
+    // A listed linear holding a float weight (an unquantized export said to be mixed).
+    let plain = dir.path().join("plain");
+    export(&m, &plain, None, &["--tp", "2"]);
+    edit_config(&plain, |c| {
+        c["quantization"] = serde_json::json!({"quant_algo": "MIXED_PRECISION"})
+    });
+    let listed = "transformer.layers.2.mlp.gate";
+    let cfg = serde_json::json!({"quant_algo": "MIXED_PRECISION",
+        "quantized_layers": {listed: {"quant_algo": "W8A16"}}});
+    std::fs::write(plain.join("quant_cfg.json"), cfg.to_string()).expect("write");
+    let e = run(&plain);
+    assert!(
+        e.contains("rank0.safetensors")
+            && e.contains(&format!("{listed}.weights_scaling_factor"))
+            && e.contains("missing (quant_cfg.json gives"),
+        "{e}"
+    );
+}

@@ -616,3 +616,73 @@ fn fp8_kv_cache_scales_match_a_numpy_forward() {
     assert!(e.contains("--kv-cache fp8 needs calibration"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn checker_follows_quant_cfg_module_by_module() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let m = fixture("llama-gqa");
+    // tp 2, and pp 2 where quant_cfg.json's stage-local names stand for one layer per stage.
+    let cases: [(&str, &str, &[&str], &str); 2] = [
+        (
+            "fp8",
+            "int4_awq",
+            &["--tp", "2", "--group-size", "64"],
+            "transformer.layers.1.*",
+        ),
+        (
+            "int8_wo",
+            "fp8",
+            &["--pp", "2"],
+            "transformer.layers.0.mlp.*",
+        ),
+    ];
+    for (a, b, par, pattern) in cases {
+        let (ea, eb) = (
+            dir.path().join(format!("{a}-{b}-a")),
+            dir.path().join(format!("{a}-{b}-b")),
+        );
+        export(&m, &ea, a, par);
+        export(&m, &eb, b, par);
+        let mix = dir.path().join(format!("{a}-{b}-mix"));
+        common::splice_mixed("trtllm", &ea, &eb, &mix, &[pattern]);
+        assert_python_accepts(&m, &mix, "mixed");
+        // The scheme argument is ignored once config.json says MIXED_PRECISION.
+        assert!(check_in_python(&m, &mix, a).status.success());
+    }
+    // A module's entry swapped to the other scheme: its tensors no longer fit.
+    let mix = dir.path().join("fp8-int4_awq-mix");
+    let key = "transformer.layers.0.attention.dense";
+    common::edit_json_file(&mix.join("quant_cfg.json"), |q| {
+        q["quantized_layers"][key] = serde_json::json!({"quant_algo": "W4A16_AWQ",
+            "group_size": 64, "has_zero_point": false, "pre_quant_scale": true})
+    });
+    let o = check_in_python(&m, &mix, "mixed");
+    assert!(!o.status.success(), "swapped scheme accepted");
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("rank0 {key}: layout")));
+    // An algo the checker does not know, and a key quantizing lm_head: each refused.
+    let refused = |edit: &dyn Fn(&mut Value), needle: &str| {
+        let out = dir.path().join(format!("refused-{needle}"));
+        common::splice_mixed(
+            "trtllm",
+            &dir.path().join("fp8-int4_awq-a"),
+            &dir.path().join("fp8-int4_awq-b"),
+            &out,
+            &[],
+        );
+        common::edit_json_file(&out.join("quant_cfg.json"), edit);
+        let o = check_in_python(&m, &out, "mixed");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+    };
+    refused(
+        &|q| q["quantized_layers"][key] = serde_json::json!({"quant_algo": "NVFP4"}),
+        "NVFP4",
+    );
+    refused(
+        &|q| q["quantized_layers"]["lm_head"] = serde_json::json!({"quant_algo": "FP8"}),
+        "lm_head",
+    );
+}

@@ -521,3 +521,148 @@ fn quantized_split_gguf_is_read_by_the_gguf_package() {
     let verified = verifies_clean(Path::new(&members[0]));
     assert!(verified.contains("checksums match"), "{verified}");
 }
+
+/// llama-gqa quantized with `scheme`, calibrated on the sample text: a TensorRT-LLM tp 2
+/// export (`convert --format trtllm`) when `trtllm`, else `quantize` (modelopt's HF layout).
+fn quantized(tmp: &Path, scheme: &str, trtllm: bool) -> PathBuf {
+    let out = tmp.join(format!("{scheme}-{}", if trtllm { "tl" } else { "hf" }));
+    let (text, input) = (sample_text(), fixture("llama-gqa"));
+    let mut args = vec!["-q", "--no-manifest"];
+    if trtllm {
+        args.extend_from_slice(&["convert", s(&input), s(&out), "--format", "trtllm"]);
+        args.extend_from_slice(&["--tp", "2", "--group-size", "64"]);
+    } else {
+        args.extend_from_slice(&["quantize", s(&input), s(&out)]);
+    }
+    args.extend_from_slice(&["--quant", scheme, "--calib-data", s(&text)]);
+    args.extend_from_slice(&["--calib-samples", "2"]);
+    ok(&args);
+    out
+}
+
+#[test]
+fn mixed_precision_trtllm_splice_verifies_and_each_problem_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fp8 = quantized(tmp.path(), "fp8", true);
+    let awq = quantized(tmp.path(), "int4_awq", true);
+    let splice = |name: &str| {
+        let out = tmp.path().join(name);
+        splice_mixed("trtllm", &fp8, &awq, &out, &["transformer.layers.1.*"]);
+        out
+    };
+    let text = verifies_clean(&splice("mix"));
+    assert!(text.contains("trtllm"), "{text}");
+
+    let out = splice("no-cfg");
+    std::fs::remove_file(out.join("quant_cfg.json")).unwrap();
+    verify_finds(&out, &["quant_cfg.json", "missing", "MIXED_PRECISION"]);
+
+    // Listed as FP8, holding the AWQ tensors: each tensor named, on every rank.
+    let out = splice("fp8-listed");
+    let key = "transformer.layers.1.mlp.proj";
+    edit_json(&out.join("quant_cfg.json"), |q| {
+        q["quantized_layers"][key] = serde_json::json!({"quant_algo": "FP8"})
+    });
+    let text = verify_finds(
+        &out,
+        &[
+            "rank1.safetensors",
+            &format!("{key}.weight"),
+            "dtype I8",
+            "F8_E4M3",
+        ],
+    );
+    assert!(
+        text.contains(&format!("{key}.prequant_scaling_factor`: unexpected")),
+        "{text}"
+    );
+
+    let out = splice("unknown");
+    edit_json(&out.join("quant_cfg.json"), |q| {
+        q["quantized_layers"][key] = serde_json::json!({"quant_algo": "NVFP4"})
+    });
+    verify_finds(&out, &["quant_cfg.json", key, "NVFP4"]);
+
+    let out = splice("no-module");
+    let stray = "transformer.layers.7.mlp.fc";
+    edit_json(&out.join("quant_cfg.json"), |q| {
+        q["quantized_layers"][stray] = serde_json::json!({"quant_algo": "FP8"})
+    });
+    verify_finds(&out, &["quant_cfg.json", stray, "names no module"]);
+}
+
+#[test]
+fn mixed_precision_hf_splice_evaluates_verifies_and_each_problem_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fp8 = quantized(tmp.path(), "fp8", false);
+    let int8 = quantized(tmp.path(), "int8_wo", false);
+    let splice = |name: &str| {
+        let out = tmp.path().join(name);
+        splice_mixed("hf", &fp8, &int8, &out, &["model.layers.0.mlp.*"]);
+        out
+    };
+    let mix = splice("mix");
+    verifies_clean(&mix);
+    // weights.rs decides per tensor from the scales present: the splice evaluates, and to
+    // neither export's figure.
+    let d = sample_text();
+    let nll = |p: &Path| {
+        let out = ok(&[
+            "eval",
+            s(p),
+            "--data",
+            s(&d),
+            "--max-windows",
+            "2",
+            "--json",
+        ]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["nll"].as_f64().unwrap()
+    };
+    let n = nll(&mix);
+    assert!(n.is_finite() && n != nll(&fp8) && n != nll(&int8), "{n}");
+
+    let edit = |out: &Path, f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        edit_json(&out.join("config.json"), |c| {
+            f(c["quantization_config"]["quantized_layers"]
+                .as_object_mut()
+                .unwrap())
+        });
+    };
+    // A module holding scales that no key lists.
+    let out = splice("unlisted");
+    let module = "model.layers.1.self_attn.o_proj";
+    edit(&out, &|l| {
+        l.remove(module);
+    });
+    verify_finds(
+        &out,
+        &[
+            "model.safetensors",
+            &format!("{module}.weight_scale"),
+            "no quantized_layers key",
+        ],
+    );
+    // Listed as W8A16, holding FP8 tensors.
+    let out = splice("wrong-algo");
+    edit(&out, &|l| {
+        l.insert(module.into(), serde_json::json!({"quant_algo": "W8A16"}));
+    });
+    verify_finds(&out, &[&format!("{module}.weight"), "F8_E4M3", "W8A16"]);
+    // A key naming no module.
+    let out = splice("no-module");
+    edit(&out, &|l| {
+        l.insert(
+            "model.layers.9.mlp.up_proj".into(),
+            serde_json::json!({"quant_algo": "FP8"}),
+        );
+    });
+    verify_finds(
+        &out,
+        &[
+            "config.json",
+            "model.layers.9.mlp.up_proj",
+            "names no module",
+        ],
+    );
+}

@@ -11,16 +11,19 @@
 //! straight from the mmaps. Padding rows are never read; a KV head duplicated on several ranks is
 //! read from its first copy, the others checked equal to it when the checkpoint is opened.
 //!
-//! A quantized linear (one with a `weights_scaling_factor`) is dequantized by
-//! [`QuantAlgo`] with the exporter's rules (`quant::trtllm` `quantized_tensors`), to the same
-//! effective weight the Hugging Face modelopt path of [`super::weights`] computes:
-//! `dequant(codes) · diag(prequant_scaling_factor)`. Activation scales are not applied
-//! (activations stay f32), as for Hugging Face input. An FP8 KV cache's per-layer
-//! `attention.kv_cache_scaling_factor` is checked and ignored: K/V stay f32 here.
+//! A quantized linear (one with a `weights_scaling_factor`) is dequantized by its
+//! [`QuantAlgo`] — config.json's for a single-scheme checkpoint, the module's own from
+//! `quant_cfg.json` for MIXED_PRECISION ([`crate::model::trtllm_quant`]) — with the exporter's
+//! rules (`quant::trtllm` `quantized_tensors`), to the same effective weight the Hugging Face
+//! modelopt path of [`super::weights`] computes: `dequant(codes) · diag(prequant_scaling_factor)`.
+//! Activation scales are not applied (activations stay f32), as for Hugging Face input. An FP8
+//! KV cache's per-layer `attention.kv_cache_scaling_factor` is checked and ignored: K/V stay f32
+//! here.
 
 use super::weights::{decode_par, Encoding};
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
+use crate::model::trtllm_quant::{self, QuantizedLayers};
 use crate::model::ModelConfig;
 use crate::shard::config::model_config_from_trtllm;
 use crate::shard::input::{extra_rank_files, open_rank_files, padded_vocab_of, read_json, Piece};
@@ -67,7 +70,13 @@ impl QuantAlgo {
     }
 
     fn from_config(path: &Path, tl: &Value) -> Result<Self> {
-        let q = tl.get("quantization");
+        Self::from_block(path, tl.get("quantization"), "quantization.")
+    }
+
+    /// One single-scheme block (`quant_algo`, `group_size`, …): config.json's `quantization`
+    /// or one `quantized_layers` value of quant_cfg.json; `at` prefixes the field names in
+    /// errors.
+    fn from_block(path: &Path, q: Option<&Value>, at: &str) -> Result<Self> {
         let algo = q.and_then(|q| q.get("quant_algo")).unwrap_or(&Value::Null);
         match algo.as_str() {
             None if algo.is_null() => Ok(QuantAlgo::None),
@@ -82,7 +91,7 @@ impl QuantAlgo {
                     .ok_or_else(|| {
                         Error::config(
                             path,
-                            "quantization.group_size is missing or not a positive integer (W4A16_AWQ needs it)",
+                            format!("{at}group_size is missing or not a positive integer (W4A16_AWQ needs it)"),
                         )
                     })?;
                 Ok(QuantAlgo::W4A16Awq { group })
@@ -90,9 +99,66 @@ impl QuantAlgo {
             _ => Err(Error::config(
                 path,
                 format!(
-                    "quantization.quant_algo {algo} cannot be evaluated (supported: null, FP8, W8A16, W4A16_AWQ, W8A8_SQ_PER_CHANNEL)"
+                    "{at}quant_algo {algo} cannot be evaluated (supported: null, FP8, W8A16, W4A16_AWQ, W8A8_SQ_PER_CHANNEL)"
                 ),
             )),
+        }
+    }
+}
+
+/// The [`QuantAlgo`] of each linear.
+#[derive(Debug)]
+enum ModuleAlgos {
+    /// config.json's one algo: a linear holding a `weights_scaling_factor` has it.
+    Single(QuantAlgo),
+    /// MIXED_PRECISION: quant_cfg.json's keys in file order (fnmatch, first match wins); a
+    /// linear no key matches is unquantized.
+    Mixed(Vec<(String, QuantAlgo)>),
+}
+
+impl ModuleAlgos {
+    /// Reads config.json (`tl`, at `config_path`) and, for MIXED_PRECISION, quant_cfg.json
+    /// beside it; a key whose algo this reader cannot decode is refused here.
+    fn read(config_path: &Path, tl: &Value) -> Result<Self> {
+        if !trtllm_quant::is_mixed(tl.get("quantization")) {
+            return QuantAlgo::from_config(config_path, tl).map(ModuleAlgos::Single);
+        }
+        let dir = config_path.parent().unwrap_or(Path::new("."));
+        let q = QuantizedLayers::read_trtllm(dir, tl)?;
+        let layers = q
+            .layers
+            .iter()
+            .map(|(key, block)| {
+                let at = format!("quantized_layers key `{key}`: ");
+                Ok((
+                    key.clone(),
+                    QuantAlgo::from_block(&q.path, Some(block), &at)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(ModuleAlgos::Mixed(layers))
+    }
+
+    /// The algo of module `module` (stage-local TensorRT-LLM name).
+    fn of(&self, module: &str) -> QuantAlgo {
+        match self {
+            ModuleAlgos::Single(a) => *a,
+            ModuleAlgos::Mixed(layers) => layers
+                .iter()
+                .find(|(k, _)| trtllm_quant::fnmatch(k, module))
+                .map_or(QuantAlgo::None, |(_, a)| *a),
+        }
+    }
+
+    /// Why a module holding a `weights_scaling_factor` has no algo.
+    fn unquantized_why(&self, module: &str) -> String {
+        match self {
+            ModuleAlgos::Single(_) => {
+                "a weights_scaling_factor, but config.json's quantization.quant_algo is null".into()
+            }
+            ModuleAlgos::Mixed(_) => format!(
+                "a weights_scaling_factor, but no quantized_layers key of quant_cfg.json matches {module} (null quant_algo)"
+            ),
         }
     }
 }
@@ -144,7 +210,7 @@ pub struct TrtllmWeights {
     root: PathBuf,
     config_path: PathBuf,
     cfg: ModelConfig,
-    algo: QuantAlgo,
+    algos: ModuleAlgos,
     /// `kv_cache_quant_algo: "FP8"`: every layer holds a `kv_cache_scaling_factor`.
     kv_fp8: bool,
     files: Vec<Arc<Checkpoint>>,
@@ -162,7 +228,7 @@ impl TrtllmWeights {
         let config_path = path.join("config.json");
         let tl = read_json(&config_path)?;
         let (hf, par) = model_config_from_trtllm(&config_path, &tl)?;
-        let algo = QuantAlgo::from_config(&config_path, &tl)?;
+        let algos = ModuleAlgos::read(&config_path, &tl)?;
         let kv_fp8 = kv_cache_fp8(&config_path, &tl)?;
         let cfg = ModelConfig::from_json(&config_path, &hf.to_string())?;
         layout::check_parallel(&cfg, ShardLayout::Trtllm, par)
@@ -187,7 +253,7 @@ impl TrtllmWeights {
             root: path.to_path_buf(),
             config_path,
             cfg,
-            algo,
+            algos,
             kv_fp8,
             files,
             tensors,
@@ -384,6 +450,19 @@ impl TrtllmWeights {
                 self.check_quantized(fi, want, t, s, m)
             }
             None => {
+                let listed = module.filter(|m| {
+                    trtllm_quant::is_decoder_linear(m) && self.algos.of(m) != QuantAlgo::None
+                });
+                if let (Some(m), ModuleAlgos::Mixed(_)) = (listed, &self.algos) {
+                    return Err(Error::tensor(
+                        self.files[fi].display_path(),
+                        format!("{m}.weights_scaling_factor"),
+                        format!(
+                            "missing (quant_cfg.json gives {m} quant_algo {})",
+                            self.algos.of(m).name()
+                        ),
+                    ));
+                }
                 if t.shape != want.shape {
                     return Err(self.err(
                         fi,
@@ -422,15 +501,9 @@ impl TrtllmWeights {
         let (rows, width) = (want.rows(), want.width());
         let dense = |t: &SourceTensor| t.ty.dense();
         let float = |t: &SourceTensor| dense(t).is_some_and(|d| d.is_float());
-        let (weight_ok, weight_want, scale_want): (bool, String, Vec<u64>) = match self.algo {
-            QuantAlgo::None => {
-                return Err(self.err(
-                    fi,
-                    scale,
-                    "a weights_scaling_factor, but config.json's quantization.quant_algo is null"
-                        .into(),
-                ))
-            }
+        let algo = self.algos.of(module);
+        let (weight_ok, weight_want, scale_want): (bool, String, Vec<u64>) = match algo {
+            QuantAlgo::None => return Err(self.err(fi, scale, self.algos.unquantized_why(module))),
             QuantAlgo::Fp8 => (
                 dense(w) == Some(Dtype::F8E4M3) && w.shape == want.shape,
                 format!("F8_E4M3 {:?}", want.shape),
@@ -466,7 +539,7 @@ impl TrtllmWeights {
                     "{} {:?}, expected {weight_want} for {}",
                     w.ty.name(),
                     w.shape,
-                    self.algo.name()
+                    algo.name()
                 ),
             ));
         }
@@ -483,11 +556,11 @@ impl TrtllmWeights {
                     "{} {:?}, expected a float {scale_want:?} for {}",
                     scale.ty.name(),
                     scale.shape,
-                    self.algo.name()
+                    algo.name()
                 ),
             ));
         }
-        let sq = self.algo == QuantAlgo::W8A8Sq;
+        let sq = algo == QuantAlgo::W8A8Sq;
         let pqs = self.tensors[fi].get(&format!("{module}.prequant_scaling_factor"));
         if let Some(p) = pqs {
             if p.shape != [width] || !float(p) {
@@ -565,7 +638,7 @@ impl TrtllmWeights {
         let raw = ckpt.bytes(t);
         let (r0, r1) = (rows.start as usize, rows.end as usize);
         let mut out = vec![0.0f32; (r1 - r0) * width];
-        match self.algo {
+        match self.algos.of(module) {
             QuantAlgo::Fp8 => {
                 let codes = &raw[r0 * width..r1 * width];
                 fp8_quant::dequantize_fp8_rows(codes, scales[0], &mut out);
@@ -595,11 +668,7 @@ impl TrtllmWeights {
                 self.release(file, t, (p0 * width) as u64, packed.len() as u64);
             }
             QuantAlgo::None => {
-                return Err(self.err(
-                    file,
-                    scale,
-                    "a weights_scaling_factor, but quant_algo is null".into(),
-                ))
+                return Err(self.err(file, scale, self.algos.unquantized_why(module)))
             }
         }
         if let Some(p) = self.tensors[file].get(&format!("{module}.prequant_scaling_factor")) {
@@ -728,5 +797,38 @@ mod tests {
             Some("transformer.layers.3.attention.kv_cache_scaling_factor")
         );
         assert_eq!(kv_scale_name("transformer.layers.3.mlp.fc.weight"), None);
+    }
+
+    #[test]
+    fn mixed_precision_algos_come_from_quant_cfg() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config.json");
+        let tl = json!({"quantization": {"quant_algo": "MIXED_PRECISION"}});
+        let cfg = |layers: Value| {
+            let q = json!({"quant_algo": "MIXED_PRECISION", "quantized_layers": layers});
+            std::fs::write(tmp.path().join("quant_cfg.json"), q.to_string()).unwrap();
+            ModuleAlgos::read(&config, &tl)
+        };
+        let a = cfg(json!({
+            "transformer.layers.0.mlp.*": {"quant_algo": "W4A16_AWQ", "group_size": 32},
+            "transformer.layers.*": {"quant_algo": "FP8"}}))
+        .unwrap();
+        assert_eq!(
+            a.of("transformer.layers.0.mlp.fc"),
+            QuantAlgo::W4A16Awq { group: 32 }
+        );
+        assert_eq!(a.of("transformer.layers.0.attention.qkv"), QuantAlgo::Fp8);
+        assert_eq!(a.of("lm_head"), QuantAlgo::None);
+        let e = cfg(json!({"transformer.layers.0.mlp.fc": {"quant_algo": "W4A16_AWQ"}}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("quant_cfg.json")
+                && e.contains("`transformer.layers.0.mlp.fc`")
+                && e.contains("group_size"),
+            "{e}"
+        );
+        let single = ModuleAlgos::read(&config, &json!({"quantization": {"quant_algo": "FP8"}}));
+        assert_eq!(single.unwrap().of("lm_head"), QuantAlgo::Fp8);
     }
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod names;
 pub mod permute;
+pub mod trtllm_quant;
 
 pub use config::{Architecture, ExpectedTensor, ModelConfig, RopeScaling, TensorRole};
 pub use names::{

@@ -1,9 +1,10 @@
 //! Hugging Face folder (or single safetensors file): the index and its shards, `config.json`
-//! against every tensor, `quantization_config` against the scale tensors, scales finite.
+//! against every tensor, `quantization_config` against the scale tensors, scales finite; a
+//! MIXED_PRECISION folder's modules against their own algos ([`super::hf_mixed`]).
 
 use super::finite::first_non_finite;
-use super::{Findings, VerifyOptions};
-use crate::checkpoint::Checkpoint;
+use super::{hf_mixed, Findings, VerifyOptions};
+use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::model::ModelConfig;
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,6 +69,20 @@ pub(super) fn check(path: &Path, opts: &VerifyOptions) -> Findings {
                         &cfg_path,
                         "has no quantization_config but the checkpoint holds quantization scales",
                     );
+                }
+                if let Some(layers) = hf_mixed::quantized_layers(path, &cfg.raw) {
+                    match layers {
+                        Ok(layers) => {
+                            let shapes = cfg
+                                .expected_tensors()
+                                .into_iter()
+                                .map(|w| (w.name, w.shape))
+                                .collect();
+                            let file_of = |t: &SourceTensor| ckpt.file_paths()[t.file].clone();
+                            hf_mixed::check(&mut f, &layers, &tensors, &file_of, &shapes);
+                        }
+                        Err(why) => f.problems.push(why),
+                    }
                 }
                 let mut expected = std::collections::HashSet::new();
                 for want in cfg.expected_tensors() {

@@ -6,6 +6,7 @@
 mod finite;
 mod gguf;
 mod hf;
+mod hf_mixed;
 mod trtllm;
 
 use crate::manifest;

@@ -1,12 +1,14 @@
 //! TensorRT-LLM checkpoint: `config.json` + `rank{N}.safetensors` for N < mapping.world_size.
 //! The expected tensors of every rank come from the same layout rules `reshard` writes with
 //! ([`crate::shard::layout::rank_files`]); quantized linears are then checked against the
-//! tensors FORMATS.md 1.6 documents for config.json's `quantization.quant_algo` (modelopt's
-//! export, `modelopt/torch/export/quant_utils.py`; TensorRT-LLM `docs/source/architecture/
-//! checkpoint.md`).
+//! tensors FORMATS.md 1.6 documents for each module's quant_algo (modelopt's export,
+//! `modelopt/torch/export/quant_utils.py`; TensorRT-LLM `docs/source/architecture/
+//! checkpoint.md`): config.json's, or for MIXED_PRECISION the module's own from quant_cfg.json
+//! ([`crate::model::trtllm_quant`]).
 
 use super::finite::first_non_finite;
 use super::{Findings, VerifyOptions};
+use crate::model::trtllm_quant::{self, QuantizedLayers};
 use crate::model::ModelConfig;
 use crate::shard::config::hf_config_from_trtllm;
 use crate::shard::layout::{padded_vocab, rank_files, Logical, StoredTensor};
@@ -16,15 +18,6 @@ use formats::Dtype;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
-
-/// The linears whose weights a quant_algo replaces (TensorRT-LLM names, FORMATS.md 1.3).
-const LINEARS: [&str; 5] = [
-    "attention.qkv",
-    "attention.dense",
-    "mlp.fc",
-    "mlp.gate",
-    "mlp.proj",
-];
 
 /// One tensor the checkpoint must hold: name, dtype, shape.
 struct Want {
@@ -80,13 +73,25 @@ pub(super) fn check(dir: &Path, opts: &VerifyOptions) -> Findings {
         f.file(&cfg_path, why);
         return f;
     }
-    let quant = Quant::from_config(&tl);
+    let quant = match Quant::read(dir, &tl) {
+        Ok(q) => q,
+        Err(problems) => {
+            // Without the per-module schemes no quantized tensor can be judged.
+            f.problems.extend(problems);
+            return f;
+        }
+    };
     let lg = Logical::new(cfg.clone());
     let padded = padded_vocab(cfg.vocab_size, par.tp);
-    for (rank, rf) in rank_files(&lg, ShardLayout::Trtllm, par, padded)
-        .iter()
-        .enumerate()
-    {
+    let ranks = rank_files(&lg, ShardLayout::Trtllm, par, padded);
+    if let Some(mixed) = &quant.mixed {
+        let weights = ranks
+            .iter()
+            .flat_map(|r| &r.tensors)
+            .map(|t| t.name.as_str());
+        f.problems.extend(mixed.keys_naming_no_module(weights));
+    }
+    for (rank, rf) in ranks.iter().enumerate() {
         let path = dir.join(&rf.name);
         if !path.is_file() {
             f.file(
@@ -160,7 +165,7 @@ fn check_rank(
             f.tensor(
                 &path,
                 &w.name,
-                format!("shape {:?}, config.json implies {:?}", t.shape, w.shapes[0]),
+                format!("shape {:?}, {} {:?}", t.shape, quant.source(), w.shapes[0]),
             );
         }
         if t.dtype != w.dtype && !(w.dtype == Dtype::I8 && t.dtype == Dtype::U8) {
@@ -168,8 +173,9 @@ fn check_rank(
                 &path,
                 &w.name,
                 format!(
-                    "dtype {}, config.json implies {}",
+                    "dtype {}, {} {}",
                     t.dtype.name(),
+                    quant.source(),
                     w.dtype.name()
                 ),
             );
@@ -199,61 +205,58 @@ fn is_scale_name(name: &str) -> bool {
     name.ends_with("scaling_factor") || name.ends_with("per_channel_scale")
 }
 
-/// The quantization section of config.json.
-struct Quant {
-    algo: Option<String>,
-    kv_cache: Option<String>,
+/// One module's single-scheme block: config.json's `quantization`, or a `quantized_layers`
+/// value of quant_cfg.json (TensorRT-LLM `QuantConfig` fields and defaults).
+#[derive(Debug, Clone)]
+struct Scheme {
+    algo: String,
     group_size: u64,
     pre_quant_scale: bool,
-    exclude: Vec<String>,
-    /// MIXED_PRECISION: module prefix → its quant_algo.
-    per_layer: Vec<(String, String)>,
-    unknown: Option<String>,
 }
 
-impl Quant {
-    fn from_config(tl: &Value) -> Self {
-        let q = tl.get("quantization").cloned().unwrap_or(Value::Null);
-        let s = |k: &str| q.get(k).and_then(Value::as_str).map(str::to_string);
-        let algo = s("quant_algo");
-        let per_layer: Vec<(String, String)> = q
-            .get("quantized_layers")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| {
-                        let a = v.get("quant_algo")?.as_str()?;
-                        Some((k.clone(), a.to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let known = |a: &str| {
-            matches!(
-                a,
-                "FP8"
-                    | "W8A16"
-                    | "W8A8_SQ_PER_CHANNEL"
-                    | "W4A16_AWQ"
-                    | "W4A8_AWQ"
-                    | "MIXED_PRECISION"
-            )
-        };
-        let unknown = algo
-            .iter()
-            .chain(per_layer.iter().map(|(_, a)| a))
-            .find(|a| !known(a))
-            .map(|a| {
-                format!("quantization.quant_algo {a}: verify knows FP8, W8A16, W8A8_SQ_PER_CHANNEL, W4A16_AWQ, W4A8_AWQ, MIXED_PRECISION")
-            });
-        Quant {
-            algo,
-            kv_cache: s("kv_cache_quant_algo"),
+impl Scheme {
+    /// `None` when the block has no quant_algo (unquantized).
+    fn from_block(q: &Value) -> Option<Self> {
+        Some(Scheme {
+            algo: q.get("quant_algo")?.as_str()?.to_string(),
             group_size: q.get("group_size").and_then(Value::as_u64).unwrap_or(64),
             pre_quant_scale: q
                 .get("pre_quant_scale")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+        })
+    }
+}
+
+/// The quant_algo values whose tensors verify knows (per module).
+const KNOWN_ALGOS: [&str; 5] = [
+    "FP8",
+    "W8A16",
+    "W8A8_SQ_PER_CHANNEL",
+    "W4A16_AWQ",
+    "W4A8_AWQ",
+];
+
+/// The quantization of the checkpoint, module by module.
+struct Quant {
+    kv_cache: Option<String>,
+    /// config.json's scheme (single-scheme checkpoints), applied outside `exclude`.
+    single: Option<Scheme>,
+    exclude: Vec<String>,
+    /// MIXED_PRECISION: quant_cfg.json's keys (fnmatch, first match wins).
+    mixed: Option<QuantizedLayers>,
+    unknown: Option<String>,
+}
+
+impl Quant {
+    /// config.json's `quantization` and, for MIXED_PRECISION, `dir/quant_cfg.json`; its
+    /// problems (missing, unreadable, unknown algos) are the error.
+    fn read(dir: &Path, tl: &Value) -> Result<Self, Vec<String>> {
+        let q = tl.get("quantization").cloned().unwrap_or(Value::Null);
+        let s = |k: &str| q.get(k).and_then(Value::as_str).map(str::to_string);
+        let mut quant = Quant {
+            kv_cache: s("kv_cache_quant_algo"),
+            single: None,
             exclude: q
                 .get("exclude_modules")
                 .and_then(Value::as_array)
@@ -263,24 +266,68 @@ impl Quant {
                         .collect()
                 })
                 .unwrap_or_default(),
-            per_layer,
-            unknown,
+            mixed: None,
+            unknown: None,
+        };
+        if !trtllm_quant::is_mixed(Some(&q)) {
+            quant.single = Scheme::from_block(&q);
+            quant.unknown = quant
+                .single
+                .as_ref()
+                .filter(|sc| !KNOWN_ALGOS.contains(&sc.algo.as_str()))
+                .map(|sc| {
+                    format!(
+                        "quantization.quant_algo {}: verify knows {}, MIXED_PRECISION",
+                        sc.algo,
+                        KNOWN_ALGOS.join(", ")
+                    )
+                });
+            return Ok(quant);
+        }
+        let layers = QuantizedLayers::read_trtllm(dir, tl).map_err(|e| vec![e.to_string()])?;
+        let unknown: Vec<String> = layers
+            .layers
+            .iter()
+            .filter(|(_, b)| !KNOWN_ALGOS.contains(&trtllm_quant::algo_of(b)))
+            .map(|(k, b)| {
+                format!(
+                    "{}: quantized_layers key `{k}`: quant_algo {}: verify knows {}",
+                    layers.path.display(),
+                    trtllm_quant::algo_of(b),
+                    KNOWN_ALGOS.join(", ")
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown);
+        }
+        quant.mixed = Some(layers);
+        Ok(quant)
+    }
+
+    /// Which files the expected tensors follow, as problems say it.
+    fn source(&self) -> &'static str {
+        if self.mixed.is_some() {
+            "config.json and quant_cfg.json imply"
+        } else {
+            "config.json implies"
         }
     }
 
-    /// The quant_algo of linear `module` (e.g. `transformer.layers.0.attention.qkv`).
-    fn algo_of(&self, module: &str) -> Option<&str> {
-        if self.exclude.iter().any(|p| glob_match(p, module)) {
+    /// The scheme of linear `module` (e.g. `transformer.layers.0.attention.qkv`).
+    fn scheme_of(&self, module: &str) -> Option<Scheme> {
+        if let Some(m) = &self.mixed {
+            // TensorRT-LLM `LayerQuantConfig._get_quant_cfg` ignores exclude_modules.
+            return m.find(module).and_then(|(_, b)| Scheme::from_block(b));
+        }
+        if self
+            .exclude
+            .iter()
+            .any(|p| trtllm_quant::fnmatch(p, module))
+        {
             return None;
         }
-        match self.algo.as_deref() {
-            Some("MIXED_PRECISION") => self
-                .per_layer
-                .iter()
-                .find(|(k, _)| k == module)
-                .map(|(_, a)| a.as_str()),
-            other => other,
-        }
+        self.single.clone()
     }
 
     /// What stored tensor `t` (unquantized geometry) becomes under this config.
@@ -299,13 +346,14 @@ impl Quant {
             shapes,
         };
         let module = t.name.strip_suffix(".weight");
-        let is_linear = module.is_some_and(|m| LINEARS.iter().any(|l| m.ends_with(l)));
+        let is_linear = module.is_some_and(trtllm_quant::is_decoder_linear);
         let (Some(module), true) = (module, is_linear) else {
             return vec![plain(t.name.clone(), shapes)];
         };
-        let Some(algo) = self.algo_of(module) else {
+        let Some(scheme) = self.scheme_of(module) else {
             return vec![plain(t.name.clone(), shapes)];
         };
+        let algo = scheme.algo.as_str();
         let (out, inp) = (t.shape[0], t.shape[1]);
         let scalar = || vec![vec![], vec![1]];
         let scale = |suffix: &str, shapes: Vec<Vec<u64>>| Want {
@@ -339,10 +387,10 @@ impl Quant {
                     weight(Dtype::I8, vec![out / 2, inp]),
                     scale(
                         "weights_scaling_factor",
-                        vec![vec![out, inp / self.group_size.max(1)]],
+                        vec![vec![out, inp / scheme.group_size.max(1)]],
                     ),
                 ];
-                if self.pre_quant_scale {
+                if scheme.pre_quant_scale {
                     w.push(scale("prequant_scaling_factor", vec![vec![inp]]));
                 }
                 if algo == "W4A8_AWQ" {
@@ -356,54 +404,15 @@ impl Quant {
     }
 }
 
-/// `*` matches any run of characters (modelopt's exclude_modules wildcards).
-fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn wildcards() {
-        assert!(glob_match("*lm_head*", "lm_head"));
-        assert!(glob_match(
-            "transformer.layers.0.*",
-            "transformer.layers.0.mlp.fc"
-        ));
-        assert!(!glob_match(
-            "transformer.layers.1.*",
-            "transformer.layers.0.mlp.fc"
-        ));
-        assert!(glob_match("lm_head", "lm_head"));
-    }
-
-    #[test]
     fn awq_linear_wants_packed_weight_and_group_scales() {
         let tl = serde_json::json!({"quantization": {"quant_algo": "W4A16_AWQ", "group_size": 128,
             "pre_quant_scale": true, "exclude_modules": ["lm_head"]}});
-        let q = Quant::from_config(&tl);
+        let q = Quant::read(Path::new("."), &tl).unwrap();
         let t = StoredTensor {
             name: "transformer.layers.0.mlp.fc.weight".into(),
             shape: vec![512, 256],
@@ -419,5 +428,56 @@ mod tests {
         );
         assert_eq!(w[1].shapes, vec![vec![512, 2]]);
         assert_eq!(w[2].shapes, vec![vec![256]]);
+    }
+
+    #[test]
+    fn mixed_precision_wants_each_module_s_own_scheme() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tl = serde_json::json!({"quantization": {"quant_algo": "MIXED_PRECISION",
+            "exclude_modules": ["transformer.layers.0.mlp.fc"]}});
+        std::fs::write(
+            tmp.path().join("quant_cfg.json"),
+            serde_json::json!({"quant_algo": "MIXED_PRECISION", "quantized_layers": {
+                "transformer.layers.0.mlp.fc": {"quant_algo": "W4A16_AWQ", "group_size": 32},
+                "transformer.layers.*.attention.*": {"quant_algo": "FP8"}}})
+            .to_string(),
+        )
+        .unwrap();
+        let q = Quant::read(tmp.path(), &tl).unwrap();
+        let t = |name: &str| StoredTensor {
+            name: name.into(),
+            shape: vec![512, 256],
+            blocks: vec![],
+            redundant: false,
+        };
+        // exclude_modules does not apply to MIXED_PRECISION (TensorRT-LLM ignores it there).
+        let w = q.wants(
+            &t("transformer.layers.0.mlp.fc.weight"),
+            Dtype::F16,
+            1000,
+            1,
+        );
+        assert_eq!(w[1].shapes, vec![vec![512, 8]]);
+        let w = q.wants(
+            &t("transformer.layers.1.attention.qkv.weight"),
+            Dtype::F16,
+            1000,
+            1,
+        );
+        assert_eq!((w[0].dtype, w.len()), (Dtype::F8E4M3, 3));
+        let w = q.wants(
+            &t("transformer.layers.1.mlp.fc.weight"),
+            Dtype::F16,
+            1000,
+            1,
+        );
+        assert_eq!((w[0].dtype, w.len()), (Dtype::F16, 1));
+        std::fs::write(
+            tmp.path().join("quant_cfg.json"),
+            r#"{"quant_algo": "MIXED_PRECISION", "quantized_layers": {"x": {"quant_algo": "NVFP4"}}}"#,
+        )
+        .unwrap();
+        let problems = Quant::read(tmp.path(), &tl).err().unwrap();
+        assert!(problems[0].contains("quant_cfg.json") && problems[0].contains("NVFP4"));
     }
 }

@@ -172,3 +172,21 @@ pub fn with_nan(model: &str, tensor: &str, dir: &Path) -> PathBuf {
     std::fs::write(&path, bytes).unwrap();
     out
 }
+
+/// A MIXED_PRECISION checkpoint at `out` spliced from two single-scheme exports `a` and `b` of
+/// one model (`tests/interop/splice_mixed.py`, `kind` `trtllm` or `hf`): every quantized module
+/// whose name matches a pattern of `from_b` (fnmatch) takes `b`'s tensors and scheme, every
+/// other one `a`'s.
+pub fn splice_mixed(kind: &str, a: &Path, b: &Path, out: &Path, from_b: &[&str]) {
+    let mut args = vec![kind, s(a), s(b), s(out)];
+    args.extend_from_slice(from_b);
+    run_python("splice_mixed.py", &args);
+}
+
+/// Rewrites JSON file `path` through `edit`.
+pub fn edit_json_file(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).expect("write JSON");
+}

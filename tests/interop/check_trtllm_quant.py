@@ -30,7 +30,17 @@ cuts it: `attention.qkv` = cat(q_r, k_r, v_r) with KV heads repeated when n_kv <
 config.json must name the quant_algo (and group_size / has_zero_point / pre_quant_scale for
 INT4) and list lm_head in exclude_modules. A wrong nibble order, a transposed weight, a wrong
 split or a wrong scale layout breaks the bounds. Prints a JSON summary; exit 1 on a violation.
+
+SCHEME `mixed` (or any SCHEME when config.json says `"quant_algo": "MIXED_PRECISION"`): each
+linear is checked against its own block in quant_cfg.json beside config.json (TensorRT-LLM
+`models/modeling_utils.py` `PretrainedConfig.from_json_file` / `to_layer_quant_config`;
+`LayerQuantConfig._get_quant_cfg`: the first key that `fnmatch`es the stage-local module name
+wins), FP8 -> fp8, W8A16 -> int8_wo, W8A8_SQ_PER_CHANNEL -> int8_sq, W4A16_AWQ -> int4_awq
+(int4_rtn when pre_quant_scale is false); a linear no key matches must hold the input's float
+weight share exactly and no scale. quant_cfg.json's kv_cache_quant_algo must equal
+config.json's, and no key may match lm_head.
 """
+import fnmatch
 import json
 import os
 import sys
@@ -123,6 +133,54 @@ def dequantize(rank, p, scheme, w):
     return w_hat * pqs[None, :], bound * pqs[None, :]
 
 
+def int4_fields_problem(q, scheme):
+    """A single-scheme block whose INT4 fields do not describe `scheme`, else None."""
+    if scheme.startswith("int4") and (
+        q.get("has_zero_point") is not False or q.get("pre_quant_scale") != (scheme == "int4_awq") or not q.get("group_size")
+    ):
+        return f"INT4 fields {q}"
+    return None
+
+
+def scheme_of_block(q):
+    """The checker's scheme name for a single-scheme block, or None (unquantized / unknown)."""
+    algo = q.get("quant_algo")
+    if algo == "W4A16_AWQ":
+        return "int4_awq" if q.get("pre_quant_scale") else "int4_rtn"
+    return {v: k for k, v in ALGO.items() if not k.startswith("int4")}.get(algo)
+
+
+def mixed_schemes(out_dir, q, problems):
+    """module name -> scheme (None: unquantized), from quant_cfg.json."""
+    qc = json.load(open(os.path.join(out_dir, "quant_cfg.json")))
+    if qc.get("quant_algo") != "MIXED_PRECISION" or qc.get("kv_cache_quant_algo") != q.get("kv_cache_quant_algo"):
+        problems.append(f"quant_cfg.json header {({k: v for k, v in qc.items() if k != 'quantized_layers'})}")
+    layers = list(qc["quantized_layers"].items())
+
+    def scheme(module):
+        for key, block in layers:
+            if fnmatch.fnmatch(module, key):
+                return scheme_of_block(block) or f"unknown {block}"
+        return None
+
+    if scheme("lm_head"):
+        problems.append("quant_cfg.json quantizes lm_head")
+    for key, block in layers:
+        s = scheme_of_block(block)
+        why = int4_fields_problem(block, s) if s else f"unknown quant_algo {block}"
+        if why:
+            problems.append(f"quant_cfg.json {key}: {why}")
+    return scheme
+
+
+def check_unquantized(rank, p, w):
+    """A linear no quant_cfg.json key matches: the input's share, bit for bit, no scale."""
+    code = rank[p + ".weight"]
+    assert p + ".weights_scaling_factor" not in rank, f"{p} holds scales but quant_cfg.json lists it nowhere"
+    assert code[0] in ("BF16", "F16", "F32") and code[1] == list(w.shape), (p, code[:2])
+    assert np.array_equal(to_f64(code), w), f"{p}: not the input's weight"
+
+
 def main():
     hf_dir, out_dir, scheme = sys.argv[1:4]
     hf_cfg = json.load(open(os.path.join(hf_dir, "config.json")))
@@ -131,12 +189,18 @@ def main():
     tp, pp = cfg["mapping"]["tp_size"], cfg["mapping"]["pp_size"]
     q = cfg["quantization"]
     problems = []
-    if q["quant_algo"] != ALGO[scheme] or "lm_head" not in q["exclude_modules"]:
-        problems.append(f"config quantization {q}")
-    if scheme.startswith("int4") and (
-        q.get("has_zero_point") is not False or q.get("pre_quant_scale") != (scheme == "int4_awq") or not q.get("group_size")
-    ):
-        problems.append(f"config INT4 fields {q}")
+    if scheme == "mixed" or q["quant_algo"] == "MIXED_PRECISION":
+        if q["quant_algo"] != "MIXED_PRECISION":
+            problems.append(f"config quantization {q}")
+        scheme_of = mixed_schemes(out_dir, q, problems)
+    else:
+        if q["quant_algo"] != ALGO[scheme] or "lm_head" not in q["exclude_modules"]:
+            problems.append(f"config quantization {q}")
+        why = int4_fields_problem(q, scheme)
+        if why:
+            problems.append(f"config {why}")
+        scheme_of = lambda module: scheme
+    unquantized = 0
     per_stage = hf_cfg["num_hidden_layers"] // pp
     checked, worst = 0, 0.0
     for r in range(tp * pp):
@@ -151,8 +215,13 @@ def main():
             shares = expected_shares(hf, hf_cfg, tp, tp_rank, layer)
             for kind, w in shares.items():
                 p = f"transformer.layers.{local}.{kind}"
+                s = scheme_of(p)
                 try:
-                    w_hat, bound = dequantize(rank, p, scheme, w)
+                    if s is None:
+                        check_unquantized(rank, p, w)
+                        unquantized += 1
+                        continue
+                    w_hat, bound = dequantize(rank, p, s, w)
                 except (AssertionError, KeyError, ValueError) as e:
                     problems.append(f"rank{r} {p}: layout {e}")
                     continue
@@ -163,7 +232,7 @@ def main():
                 if not np.all(err <= bound * (1 + 1e-6) + 1e-12):
                     i = np.unravel_index(np.argmax(err - bound), err.shape)
                     problems.append(f"rank{r} {p}: |w - w_hat| = {err[i]:.3e} > bound {bound[i]:.3e} at {i}")
-    print(json.dumps({"linears": checked, "worst_error_over_bound": worst}))
+    print(json.dumps({"linears": checked, "unquantized": unquantized, "worst_error_over_bound": worst}))
     if problems:
         print("\n".join(problems[:20]), file=sys.stderr)
         sys.exit(1)
