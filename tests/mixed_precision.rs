@@ -120,6 +120,24 @@ fn trtllm_mixed_export_holds_each_schemes_own_tensors() {
     want.insert("transformer.layers.0.attention.dense".into(), fp8);
     assert_eq!(layers, &want);
 
+    // Readers we did not write this for: our `verify`, the independent numpy checker (each
+    // module against its quant_cfg.json entry), and `eval` through the TensorRT-LLM reader.
+    let verified = ok(&["verify", s(&out("mixed"))]);
+    assert!(verified.starts_with("ok:"), "{verified}");
+    common::run_python("check_trtllm_quant.py", &[s(&m), s(&out("mixed")), "mixed"]);
+    let text = common::sample_text();
+    let eval = ok(&[
+        "--json",
+        "eval",
+        s(&out("mixed")),
+        "--data",
+        s(&text),
+        "--max-windows",
+        "2",
+    ]);
+    let nll = serde_json::from_str::<Value>(&eval).expect("eval JSON")["nll"].as_f64();
+    assert!(nll.is_some_and(f64::is_finite), "{eval}");
+
     assert_eq!(report["scheme"], "mixed");
     assert_eq!(report["quant_algo"], "MIXED_PRECISION");
     let scheme_of = |name: &str| {
@@ -163,6 +181,9 @@ fn hf_mixed_export_holds_each_schemes_own_tensors() {
         layers["model.layers.0.mlp.down_proj"]["pre_quant_scale"],
         true
     );
+    // Every AWQ linear holds the pre_quant_scale `pre_quant_scale: true` promises.
+    let verified = ok(&["verify", s(&out("mixed"))]);
+    assert!(verified.starts_with("ok:"), "{verified}");
     let qc = &json_file(out("mixed").join("config.json"))["quantization_config"];
     assert_eq!(qc["quant_method"], "modelopt");
     assert_eq!(qc["quantized_layers"], q["quantized_layers"]);

@@ -278,6 +278,16 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
             fold_awq_scale(&ckpt, target, &c, &mut linears, divided)?;
         }
     }
+    if !opts.calib.awq_fold {
+        // `pre_quant_scale: true` promises the tensor on every AWQ linear: ones where the search
+        // kept plain RTN (modelopt's awq_lite sets a pre-quant scale on every linear it visits).
+        for l in linears
+            .iter_mut()
+            .filter(|l| l.scheme == QuantScheme::Int4Awq && l.pre_quant_scale.is_none())
+        {
+            l.pre_quant_scale = Some(vec![1.0; sources[l.source_index].shape[1] as usize]);
+        }
+    }
     if matches!(opts.output, QuantOutput::Trtllm(_)) {
         // TensorRT-LLM multiplies every SmoothQuant linear's input by its
         // `prequant_scaling_factor` and has no norm absorbing it (see `trtllm`): the sites
