@@ -10,7 +10,8 @@ special tokens), cut into non-overlapping windows of --ctx tokens (a last partia
 dropped), each window run on its own, every token after the first scored against the logits at
 the position before it; perplexity = exp(mean NLL).
 
-* transformers: AutoModelForCausalLM.from_pretrained(HF_DIR, torch_dtype=float32) on the CPU;
+* transformers: AutoModelForCausalLM.from_pretrained(HF_DIR, dtype=--dtype, default float32) on
+  --device (default cpu; `cuda` for layouts whose kernels need a GPU, e.g. FineGrainedFP8);
 * llama.cpp (llama-cpp-python): Llama(MODEL.gguf, logits_all=True), fed the same token ids.
 
 Prints one JSON object {"transformers": ppl, "llama_cpp": ppl, "tokens": n, "windows": w}.
@@ -46,16 +47,16 @@ def nll_of_logits(logits: np.ndarray, window: list[int]) -> tuple[float, int]:
     return float((lse - x[np.arange(len(target)), target]).sum()), len(target)
 
 
-def transformers_ppl(hf_dir: str, wins: list[list[int]]) -> float:
+def transformers_ppl(hf_dir: str, wins: list[list[int]], device: str = "cpu", dtype: str = "float32") -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
         for w in wins:
-            logits = model(torch.tensor([w])).logits[0].numpy()
+            logits = model(torch.tensor([w], device=device)).logits[0].float().cpu().numpy()
             s, k = nll_of_logits(logits, w)
             total, n = total + s, n + k
     return math.exp(total / n)
@@ -83,11 +84,13 @@ def main() -> int:
     ap.add_argument("--text", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "heldout.txt"))
     ap.add_argument("--ctx", type=int, default=128)
     ap.add_argument("--windows", type=int)
+    ap.add_argument("--device", default="cpu", help="torch device of the transformers run (cuda: quantized layouts that need a GPU, e.g. FineGrainedFP8)")
+    ap.add_argument("--dtype", default="float32", help="torch dtype of the transformers run")
     args = ap.parse_args()
     wins = windows_of(args.hf, args.text, args.ctx, args.windows)
     out = {"windows": len(wins), "tokens": len(wins) * args.ctx}
     if not args.no_transformers:
-        out["transformers"] = transformers_ppl(args.hf, wins)
+        out["transformers"] = transformers_ppl(args.hf, wins, args.device, args.dtype)
     if args.gguf:
         out["llama_cpp"] = llama_cpp_ppl(args.gguf, wins, args.ctx)
     print(json.dumps(out))
