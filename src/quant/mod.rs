@@ -34,7 +34,7 @@ use std::time::Instant;
 
 pub const DEFAULT_GROUP_SIZE: usize = 128;
 /// `quant_algo` of a checkpoint whose linears differ in scheme (TensorRT-LLM `QuantAlgo`).
-pub const MIXED_PRECISION: &str = "MIXED_PRECISION";
+pub use crate::model::trtllm_quant::MIXED_PRECISION;
 pub const DEFAULT_SQ_ALPHA: f32 = 0.5;
 
 #[derive(Debug, Clone)]

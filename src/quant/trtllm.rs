@@ -18,7 +18,7 @@ use super::producer::{Part, QuantProducer};
 use super::scheme::QuantScheme;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::model::ModelConfig;
+use crate::model::{trtllm_quant, ModelConfig};
 use crate::plan::TensorProducer;
 use crate::plan::{OutputLayout, Plan, PlannedFile, PlannedTensor, Recipe, SideFile};
 use crate::shard::layout::{self, BlockSource, StoredTensor};
@@ -190,7 +190,7 @@ pub fn plan(job: &TrtllmJob) -> Result<Plan> {
     let mut side_files = vec![SideFile::json("config.json", &config)];
     if job.scheme.is_none() {
         side_files.push(SideFile::json(
-            "quant_cfg.json",
+            trtllm_quant::QUANT_CFG_FILE,
             &quant_cfg_json(job, layers),
         ));
     }
