@@ -92,7 +92,8 @@ pub struct QuantFlags {
     /// Evaluate only the first N windows of --eval-data.
     #[arg(long)]
     pub eval_max_windows: Option<usize>,
-    /// Where quantization runs: cpu (default), cuda (an error without a GPU), or auto. Same
+    /// Where quantization runs: cpu (default), cuda (an error without a GPU), or auto (the GPU
+    /// when present for the k-quant types, where it is faster; the CPU for the rest). Same
     /// bytes either way (GGUF blocks, and FP8 / INT8 / INT4 codes of the other schemes).
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: plan::Device,

@@ -246,7 +246,10 @@ impl GgmlRows<'_> {
                 vals,
             )?;
             let out = &mut dst[r0 * dst_row..(r0 + k) * dst_row];
-            if self.device == super::Device::Cuda && self.importance.is_none() {
+            let gpu = self
+                .device
+                .runs_on_gpu(super::device::is_compute_bound(self.ty));
+            if gpu && self.importance.is_none() {
                 match super::device::quantize_ggml_cuda(self.ty, vals, out) {
                     Ok(true) => {
                         r0 += k;

@@ -137,7 +137,8 @@ impl QuantProducer {
     }
 
     fn gpu(&self) -> bool {
-        self.device == crate::plan::Device::Cuda
+        // FP8, INT8 and INT4 codes are memory-bound: `auto` keeps them on the CPU.
+        self.device.runs_on_gpu(false)
     }
 
     /// INT4 codes and scales of source rows starting at `first` (clipped when there are
