@@ -261,6 +261,16 @@ fn refusals_name_the_rule_and_leave_nothing() {
     );
     let e = run("trtllm", "int8_wo", &["--layer-quant", "*.up_proj=fp8"]);
     assert!(e.contains("gate/up"), "{e}");
+    // The fold would divide v_proj / up_proj rows, which only the INT4 producers apply.
+    let e = run(
+        "hf",
+        "int4_rtn",
+        &["--awq-fold", "--layer-quant", "*.self_attn.*=fp8"],
+    );
+    assert!(
+        e.contains("--awq-fold applies when every quantized linear"),
+        "{e}"
+    );
     let e = run(
         "hf",
         "int4_rtn",

@@ -170,10 +170,15 @@ pub fn quantize(input: &Path, output: &Path, opts: &QuantizeOptions) -> Result<Q
         calib: calib_source,
         ..opts.clone()
     };
-    if opts.calib.awq_fold && !any_int4 {
+    // The fold divides the op before an AWQ site, which may be another linear (v_proj before
+    // o_proj, up_proj before down_proj): only the INT4 producers apply that division.
+    let not_int4 = std::iter::once(default_scheme)
+        .chain(used.iter().copied())
+        .find(|s| !s.is_int4());
+    if let (true, Some(other)) = (opts.calib.awq_fold, not_int4) {
         return Err(Error::Usage(format!(
-            "--awq-fold applies to int4_awq and int4_rtn, not {}",
-            scheme.name()
+            "--awq-fold applies when every quantized linear is int4_awq or int4_rtn, not {}",
+            other.name()
         )));
     }
     if opts.calib.awq_fold && matches!(opts.output, QuantOutput::Trtllm(_)) {
