@@ -30,6 +30,9 @@ pub struct EvalOptions {
     /// Windows run together per pass over the weights.
     pub batch: usize,
     pub progress: bool,
+    /// Quantize each FP8 / INT8 linear's input with its static activation scale, as the
+    /// deployment does ([`crate::forward::act_quant`]); f32 inputs otherwise.
+    pub act_quant: bool,
 }
 
 impl Default for EvalOptions {
@@ -40,6 +43,7 @@ impl Default for EvalOptions {
             max_windows: None,
             batch: 8,
             progress: false,
+            act_quant: false,
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct EvalReport {
     pub seconds: f64,
     /// Tokens run through the model (windows × ctx, teacher included) per second.
     pub tokens_per_second: f64,
+    /// Whether quantized linears' inputs were quantized as deployed (`--act-quant`).
+    pub act_quant: bool,
     pub teacher: Option<TeacherReport>,
 }
 
@@ -117,10 +123,14 @@ pub fn eval(
         )));
     }
     let source = ModelSource::open(model_path)?;
-    let model = source.model()?;
+    let mut model = source.model()?;
+    model.simulate_activation_quant(opts.act_quant);
     let (tok, tok_path) = source.tokenizer(&model)?;
     let teacher_source = teacher_path.map(ModelSource::open).transpose()?;
-    let teacher = teacher_source.as_ref().map(|t| t.model()).transpose()?;
+    let mut teacher = teacher_source.as_ref().map(|t| t.model()).transpose()?;
+    if let Some(t) = teacher.as_mut() {
+        t.simulate_activation_quant(opts.act_quant);
+    }
     if let (Some(t), Some(p)) = (&teacher, teacher_path) {
         if t.vocab_size() != model.vocab_size() {
             return Err(Error::config(
@@ -194,6 +204,7 @@ pub fn eval(
     Ok(EvalReport {
         model: model_path.to_path_buf(),
         data: data.to_path_buf(),
+        act_quant: opts.act_quant,
         ctx: opts.ctx,
         windows: windows.len(),
         tokens_scored: totals.scored,

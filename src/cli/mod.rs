@@ -143,6 +143,10 @@ pub struct EvalArgs {
     /// Windows run together per pass over the weights (more: faster, more memory).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Quantize each FP8 / INT8 (SmoothQuant) linear's input with its static activation scale,
+    /// as the deployment does, instead of keeping activations in f32.
+    #[arg(long)]
+    pub act_quant: bool,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +206,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 max_windows: args.max_windows,
                 batch: args.batch,
                 progress: show_progress,
+                act_quant: args.act_quant,
             };
             let pool = thread_pool(cli.global.threads)?;
             let report = pool.install(|| {

@@ -92,6 +92,10 @@ pub struct QuantFlags {
     /// Evaluate only the first N windows of --eval-data.
     #[arg(long)]
     pub eval_max_windows: Option<usize>,
+    /// With --eval-data: quantize each FP8 / INT8 linear's input with its static activation
+    /// scale, as the deployment does (`eval --act-quant`).
+    #[arg(long)]
+    pub eval_act_quant: bool,
     /// Where quantization runs: cpu (default), cuda (an error without a GPU), or auto (the GPU
     /// when present for the k-quant types, where it is faster; the CPU for the rest). Same
     /// bytes either way (GGUF blocks, and FP8 / INT8 / INT4 codes of the other schemes).
@@ -171,6 +175,7 @@ pub(super) fn run_quantize(
             ctx: f.eval_ctx,
             max_windows: f.eval_max_windows,
             progress,
+            act_quant: f.eval_act_quant,
             ..Default::default()
         },
         exec,

@@ -1,6 +1,7 @@
 //! Reference CPU forward pass of the Llama family, used by `eval` (perplexity, teacher–student
 //! divergence) and later by calibration. f32 activations, weights decoded per layer from the mmap.
 
+pub mod act_quant;
 pub mod model;
 pub mod ops;
 pub mod source;

@@ -4,6 +4,7 @@
 //! applied to every sequence of the batch before the next layer is read, so resident memory is
 //! one layer in f32 plus the activations, whatever the model's size.
 
+use super::act_quant::input;
 use super::ops::{self, RopeTable};
 use super::source::Weights;
 use super::trtllm_weights::TrtllmWeights;
@@ -24,6 +25,8 @@ pub struct Model<'a> {
     /// Decoder layers passed over (the residual stream goes through unchanged): the model
     /// with those layers removed, for pruning's perplexity-based depth metric.
     skipped: Vec<bool>,
+    /// Simulate the run-time quantization of quantized linears' inputs ([`super::act_quant`]).
+    act_quant: bool,
 }
 
 /// One observation point of the forward pass, with the activations of one sequence there
@@ -114,6 +117,7 @@ impl<'a> Model<'a> {
             weights: Weights::Checkpoint(Box::new(weights)),
             inv_freq,
             skipped: Vec::new(),
+            act_quant: false,
         })
     }
 
@@ -124,7 +128,15 @@ impl<'a> Model<'a> {
             weights: Weights::Trtllm(w),
             inv_freq,
             skipped: Vec::new(),
+            act_quant: false,
         })
+    }
+
+    /// From now on, quantizes each quantized linear's input as the deployment does (FP8 and
+    /// W8A8 checkpoints' static activation scales, [`super::act_quant`]) instead of keeping it
+    /// in f32.
+    pub fn simulate_activation_quant(&mut self, on: bool) {
+        self.act_quant = on;
     }
 
     /// From now on, runs as if decoder layers `layers` were removed (an empty list restores
@@ -277,7 +289,7 @@ impl<'a> Model<'a> {
                 }
                 continue;
             }
-            let w = self.weights.layer(l)?;
+            let w = self.weights.layer(l, self.act_quant)?;
             if l + 1 < cfg.num_hidden_layers {
                 self.weights.prefetch_layer(l + 1);
             }
@@ -329,24 +341,25 @@ impl<'a> Model<'a> {
 
         let h = ops::rms_norm(x, &w.attn_norm, cfg.rms_norm_eps);
         tap(Tap::AttnInput(&h));
-        let mut q = ops::linear(&h, &w.q, w.q_bias.as_deref(), seq, d, par);
-        let mut k = ops::linear(&h, &w.k, w.k_bias.as_deref(), seq, d, par);
-        let v = ops::linear(&h, &w.v, w.v_bias.as_deref(), seq, d, par);
+        let a = &w.acts;
+        let mut q = ops::linear(&input(&a.q, &h), &w.q, w.q_bias.as_deref(), seq, d, par);
+        let mut k = ops::linear(&input(&a.k, &h), &w.k, w.k_bias.as_deref(), seq, d, par);
+        let v = ops::linear(&input(&a.v, &h), &w.v, w.v_bias.as_deref(), seq, d, par);
         ops::apply_rope(&mut q, heads, rope);
         ops::apply_rope(&mut k, kv_heads, rope);
         tap(Tap::KvCache { k: &k, v: &v });
-        let a = ops::causal_attention(&q, &k, &v, seq, heads, kv_heads, hd);
-        tap(Tap::OProjInput(&a));
-        let o = ops::linear(&a, &w.o, None, seq, heads * hd, par);
+        let att = ops::causal_attention(&q, &k, &v, seq, heads, kv_heads, hd);
+        tap(Tap::OProjInput(&att));
+        let o = ops::linear(&input(&a.o, &att), &w.o, None, seq, heads * hd, par);
         x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
         let h = ops::rms_norm(x, &w.ffn_norm, cfg.rms_norm_eps);
         tap(Tap::MlpInput(&h));
-        let mut g = ops::linear(&h, &w.gate, None, seq, d, par);
-        let u = ops::linear(&h, &w.up, None, seq, d, par);
+        let mut g = ops::linear(&input(&a.gate, &h), &w.gate, None, seq, d, par);
+        let u = ops::linear(&input(&a.up, &h), &w.up, None, seq, d, par);
         ops::swiglu(&mut g, &u);
         tap(Tap::DownProjInput(&g));
-        let down = ops::linear(&g, &w.down, None, seq, ff, par);
+        let down = ops::linear(&input(&a.down, &g), &w.down, None, seq, ff, par);
         x.iter_mut().zip(&down).for_each(|(x, o)| *x += o);
         if let Some(before) = &before {
             tap(Tap::Residual { before, after: x });

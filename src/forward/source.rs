@@ -2,6 +2,7 @@
 //! through [`WeightIndex`], or a TensorRT-LLM rank set through [`TrtllmWeights`]; and
 //! [`ModelSource`], the opened model of either kind with its tokenizer.
 
+use super::act_quant::LinearActs;
 use super::tokenizer::{self, Tokenizer};
 use super::trtllm_weights::{self, TrtllmWeights};
 use super::weights::{LayerWeights, WeightIndex};
@@ -39,11 +40,20 @@ impl Weights<'_> {
         }
     }
 
-    pub fn layer(&self, l: u64) -> Result<LayerWeights> {
-        match self {
-            Weights::Checkpoint(w) => w.layer(l),
-            Weights::Trtllm(w) => LayerWeights::gather(l, |n| w.decode(n), |n| w.has(n)),
+    /// Layer `l`'s weights; with `act_quant`, also how each linear's input is quantized at
+    /// run time ([`super::act_quant`]).
+    pub fn layer(&self, l: u64, act_quant: bool) -> Result<LayerWeights> {
+        let mut w = match self {
+            Weights::Checkpoint(w) => w.layer(l)?,
+            Weights::Trtllm(w) => LayerWeights::gather(l, |n| w.decode(n), |n| w.has(n))?,
+        };
+        if act_quant {
+            w.acts = LinearActs::gather(l, |m| match self {
+                Weights::Checkpoint(w) => w.act_quant(m),
+                Weights::Trtllm(w) => w.act_quant(m),
+            })?;
         }
+        Ok(w)
     }
 
     pub fn prefetch_layer(&self, l: u64) {

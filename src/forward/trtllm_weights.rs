@@ -16,10 +16,12 @@
 //! `quant_cfg.json` for MIXED_PRECISION ([`crate::model::trtllm_quant`]) — with the exporter's
 //! rules (`quant::trtllm` `quantized_tensors`), to the same effective weight the Hugging Face
 //! modelopt path of [`super::weights`] computes: `dequant(codes) · diag(prequant_scaling_factor)`.
-//! Activation scales are not applied (activations stay f32), as for Hugging Face input. An FP8
+//! Activation scales are applied only with `eval --act-quant` ([`TrtllmWeights::act_quant`]),
+//! as for Hugging Face input. An FP8
 //! KV cache's per-layer `attention.kv_cache_scaling_factor` is checked and ignored: K/V stay f32
 //! here.
 
+use super::act_quant::{ActKind, ActQuant};
 use super::weights::{decode_par, Encoding};
 use crate::checkpoint::{Checkpoint, SourceTensor};
 use crate::error::{Error, Result};
@@ -683,6 +685,48 @@ impl TrtllmWeights {
     /// Drops decoded mmap pages from the resident set, as the Hugging Face path does.
     fn release(&self, file: usize, t: &SourceTensor, from: u64, len: u64) {
         self.files[file].mapped(t.file).release(t.start + from, len);
+    }
+
+    /// How Hugging Face linear `module`'s input is quantized at run time (`eval --act-quant`):
+    /// FP8 and W8A8_SQ_PER_CHANNEL linears hold an `activation_scaling_factor` (the same on
+    /// every rank) and maybe a `prequant_scaling_factor` over this rank's input columns, which
+    /// are put back in Hugging Face column order; weight-only algos give `None`.
+    pub fn act_quant(&self, module: &str) -> Result<Option<ActQuant>> {
+        let g = self.gathered(&format!("{module}.weight"))?;
+        let mut act: Option<ActQuant> = None;
+        for p in &g.pieces {
+            let stored = p
+                .tensor
+                .name
+                .strip_suffix(".weight")
+                .unwrap_or(&p.tensor.name);
+            let kind = match self.algos.of(stored) {
+                QuantAlgo::Fp8 => ActKind::Fp8,
+                QuantAlgo::W8A8Sq => ActKind::Int8,
+                _ => return Ok(None),
+            };
+            let scale_name = format!("{stored}.activation_scaling_factor");
+            let Some(s) = self.tensors[p.file].get(&scale_name) else {
+                return Ok(None);
+            };
+            let scale = self.small(p.file, s)?.first().copied().unwrap_or(0.0);
+            if !(scale.is_finite() && scale > 0.0) {
+                return Err(self.err(p.file, s, format!("{scale}: not a positive scale")));
+            }
+            let a = act.get_or_insert(ActQuant {
+                kind,
+                scale,
+                pre: None,
+            });
+            let pqs_name = format!("{stored}.prequant_scaling_factor");
+            if let Some(t) = self.tensors[p.file].get(&pqs_name) {
+                let v = self.small(p.file, t)?;
+                let pre = a.pre.get_or_insert_with(|| vec![1.0; g.cols as usize]);
+                let (c0, n) = (p.col as usize, (p.cols as usize).min(v.len()));
+                pre[c0..c0 + n].copy_from_slice(&v[..n]);
+            }
+        }
+        Ok(act)
     }
 
     fn gathered(&self, name: &str) -> Result<&Gathered> {

@@ -4,6 +4,7 @@
 //! Block-quantized GGUF tensors (Q8_0, Q4_0..Q5_1, Q2_K..Q6_K) are dequantized on the fly with
 //! the `kernels::cpu::ggml` kernels, so `eval` measures a quantized file exactly as written.
 
+use super::act_quant::{ActKind, ActQuant, LinearActs};
 use crate::checkpoint::{Checkpoint, ElementType, SourceTensor};
 use crate::error::{Error, Result};
 use crate::model::{self, ModelConfig};
@@ -33,6 +34,8 @@ pub struct LayerWeights {
     pub gate: Vec<f32>,
     pub up: Vec<f32>,
     pub down: Vec<f32>,
+    /// Run-time quantization of the linears' inputs (`eval --act-quant`; none by default).
+    pub acts: LinearActs,
 }
 
 impl LayerWeights {
@@ -65,6 +68,7 @@ impl LayerWeights {
             gate: decode(&p("mlp.gate_proj.weight"))?,
             up: decode(&p("mlp.up_proj.weight"))?,
             down: decode(&p("mlp.down_proj.weight"))?,
+            acts: LinearActs::default(),
         })
     }
 }
@@ -296,8 +300,8 @@ struct QuantizedParts<'t> {
 
 /// Reading checkpoints written by `quantize`: each quantized linear is dequantized to the
 /// effective f32 weight `dequant(codes) · diag(pre_quant_scale)` when its layer is decoded, so
-/// `eval` measures exactly the written weights. Activation scales (`input_scale`) are not
-/// applied: activations stay f32.
+/// `eval` measures exactly the written weights. Activation scales (`input_scale`) are applied
+/// only with `eval --act-quant` ([`WeightIndex::act_quant`]); otherwise activations stay f32.
 impl WeightIndex<'_> {
     /// The parts of `name` when it is a quantized linear weight (it has a `weight_scale`),
     /// with dtypes and shapes checked.
@@ -368,6 +372,37 @@ impl WeightIndex<'_> {
         let mut out = vec![0.0f32; t.numel() as usize];
         decode_par(self.ckpt.bytes(t), dtype, &mut out).map_err(|e| self.err(t, e))?;
         Ok(out)
+    }
+
+    /// How linear `module`'s input is quantized at run time (`eval --act-quant`): FP8 and INT8
+    /// linears with an `input_scale` (fp8, int8_sq), with their `pre_quant_scale`; `None` for
+    /// the rest (weight-only schemes, transformers' dynamic FP8, unquantized linears).
+    pub fn act_quant(&self, module: &str) -> Result<Option<ActQuant>> {
+        let Some(s) = self.by_name.get(&format!("{module}.input_scale")) else {
+            return Ok(None);
+        };
+        let w = self.get(&format!("{module}.weight"))?;
+        let kind = match w.ty {
+            ElementType::Dense(formats::Dtype::F8E4M3) => ActKind::Fp8,
+            ElementType::Dense(formats::Dtype::I8) => ActKind::Int8,
+            _ => {
+                let why = format!(
+                    "beside a {} weight: only FP8 and INT8 linears quantize their input",
+                    w.ty.name()
+                );
+                return Err(self.err(s, why));
+            }
+        };
+        let scale = self.decode_small(s)?;
+        let scale = match scale[..] {
+            [v] if v.is_finite() && v > 0.0 => v,
+            _ => return Err(self.err(s, format!("{scale:?}: expected one positive scale"))),
+        };
+        let pre = match self.by_name.get(&format!("{module}.pre_quant_scale")) {
+            Some(p) => Some(self.decode_small(p)?),
+            None => None,
+        };
+        Ok(Some(ActQuant { kind, scale, pre }))
     }
 
     /// The effective f32 weight of a quantized linear, or `None` when `name` is not one.

@@ -41,10 +41,27 @@ def load_weights(model_dir):
                 arr = np.frombuffer(buf, dtype="<f2")
             elif dt == "F32":
                 arr = np.frombuffer(buf, dtype="<f4")
+            elif dt == "F8_E4M3":
+                # The code's value (OCP E4M3FN: bias 7, no infinities, 0x7F/0xFF NaN).
+                arr = E4M3_VALUES[np.frombuffer(buf, dtype=np.uint8)]
+            elif dt in ("I8", "U8"):
+                arr = np.frombuffer(buf, dtype=np.int8 if dt == "I8" else np.uint8)
             else:
                 raise SystemExit(f"{f}: {name}: dtype {dt} not handled")
             out[name] = arr.astype(np.float64).reshape(meta["shape"])
     return out
+
+
+def _e4m3_values():
+    b = np.arange(256)
+    sign = np.where(b & 0x80, -1.0, 1.0)
+    exp, man = (b >> 3) & 0xF, b & 0x7
+    mag = np.where(exp == 0, man / 8.0 * 2.0**-6, (1 + man / 8.0) * 2.0 ** (exp - 7.0))
+    mag = np.where((b & 0x7F) == 0x7F, np.nan, mag)
+    return sign * mag
+
+
+E4M3_VALUES = _e4m3_values()
 
 
 def rms_norm(x, w, eps):
@@ -79,13 +96,15 @@ def rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
-def forward(model_dir, tokens, tap=None, weights=None):
+def forward(model_dir, tokens, tap=None, weights=None, linear=None):
     """Logits [len(tokens), vocab]. `tap(layer, name, array)`, when given, sees the activations
     that `reference_calibrate.py` aggregates: "attn_in", "o_in", "mlp_in", "down_in",
-    "residual" (a (before, after) pair) per layer, then "final_norm" at layer num_hidden_layers."""
+    "residual" (a (before, after) pair) per layer, then "final_norm" at layer num_hidden_layers.
+    `linear(x, weight_name)`, when given, applies a decoder linear (default `x @ W.T`)."""
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     w = load_weights(model_dir) if weights is None else weights
     tap = tap or (lambda *_: None)
+    lin = linear or (lambda x, name: x @ w[name].T)
     hidden = cfg["hidden_size"]
     n_heads = cfg["num_attention_heads"]
     n_kv = cfg.get("num_key_value_heads") or n_heads
@@ -107,7 +126,7 @@ def forward(model_dir, tokens, tap=None, weights=None):
         tap(layer, "attn_in", h)
 
         def proj(name):
-            y = h @ w[p + f"self_attn.{name}.weight"].T
+            y = lin(h, p + f"self_attn.{name}.weight")
             bias = w.get(p + f"self_attn.{name}.bias")
             return y if bias is None else y + bias
 
@@ -126,15 +145,15 @@ def forward(model_dir, tokens, tap=None, weights=None):
         probs /= probs.sum(axis=-1, keepdims=True)
         attn = (probs @ v).transpose(1, 0, 2).reshape(seq, n_heads * head_dim)
         tap(layer, "o_in", attn)
-        x = x + attn @ w[p + "self_attn.o_proj.weight"].T
+        x = x + lin(attn, p + "self_attn.o_proj.weight")
 
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
         tap(layer, "mlp_in", h)
-        gate = h @ w[p + "mlp.gate_proj.weight"].T
-        up = h @ w[p + "mlp.up_proj.weight"].T
+        gate = lin(h, p + "mlp.gate_proj.weight")
+        up = lin(h, p + "mlp.up_proj.weight")
         act = gate / (1 + np.exp(-gate)) * up
         tap(layer, "down_in", act)
-        x = x + act @ w[p + "mlp.down_proj.weight"].T
+        x = x + lin(act, p + "mlp.down_proj.weight")
         tap(layer, "residual", (x_in, x))
 
     x = rms_norm(x, w["model.norm.weight"], eps)
@@ -145,10 +164,8 @@ def forward(model_dir, tokens, tap=None, weights=None):
     return x @ head.T
 
 
-def main():
-    model_dir, tokens, other = sys.argv[1], sys.argv[2], sys.argv[3]
-    ids = [int(t) for t in tokens.split(",")]
-    ref = forward(model_dir, ids)
+def compare(ref, other):
+    """Prints the JSON comparison of logits file `other` with the reference logits `ref`."""
     got = np.fromfile(other, dtype="<f4").astype(np.float64)
     if got.size != ref.size:
         raise SystemExit(f"{other}: {got.size} values, reference has {ref.shape}")
@@ -164,6 +181,11 @@ def main():
             }
         )
     )
+
+
+def main():
+    model_dir, tokens, other = sys.argv[1], sys.argv[2], sys.argv[3]
+    compare(forward(model_dir, [int(t) for t in tokens.split(",")]), other)
 
 
 if __name__ == "__main__":
