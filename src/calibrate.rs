@@ -41,15 +41,7 @@ use std::time::Instant;
 pub const FORMAT: &str = "ckpt-opt-calibration-v1";
 
 /// The linears of one decoder layer, by the suffix of their Hugging Face weight name.
-pub const LINEARS: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
+pub use crate::model::LAYER_LINEARS as LINEARS;
 
 #[derive(Debug, Clone)]
 pub struct CalibrateOptions {

@@ -69,17 +69,6 @@ pub struct LinearActs {
 }
 
 impl LinearActs {
-    /// The seven linears' Hugging Face module suffixes, in field order.
-    pub const MODULES: [&'static str; 7] = [
-        "self_attn.q_proj",
-        "self_attn.k_proj",
-        "self_attn.v_proj",
-        "self_attn.o_proj",
-        "mlp.gate_proj",
-        "mlp.up_proj",
-        "mlp.down_proj",
-    ];
-
     /// Layer `l`'s activation quantization, each linear's from `of(module)`
     /// (`model.layers.{l}.self_attn.q_proj`, …).
     pub fn gather(
@@ -87,7 +76,7 @@ impl LinearActs {
         mut of: impl FnMut(&str) -> crate::error::Result<Option<ActQuant>>,
     ) -> crate::error::Result<Self> {
         let mut get = |suffix: &str| of(&format!("model.layers.{l}.{suffix}"));
-        let [q, k, v, o, gate, up, down] = Self::MODULES;
+        let [q, k, v, o, gate, up, down] = crate::model::LAYER_LINEARS;
         Ok(LinearActs {
             q: get(q)?,
             k: get(k)?,

@@ -9,6 +9,18 @@ pub mod names;
 pub mod permute;
 pub mod trtllm_quant;
 
+/// The linears of one decoder layer (Llama, Mistral, Qwen2), by the suffix of their Hugging
+/// Face module name after `model.layers.N.`.
+pub const LAYER_LINEARS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
 pub use config::{Architecture, ExpectedTensor, ModelConfig, RopeScaling, TensorRole};
 pub use names::{
     gguf_keeps_f32, gguf_to_hf_name, hf_to_gguf_name, is_skipped_hf_tensor, role_of_hf_name,

@@ -13,6 +13,7 @@
 
 use super::scheme::QuantScheme;
 use crate::error::{Error, Result};
+use crate::model::LAYER_LINEARS;
 use glob::Pattern;
 
 #[derive(Debug, Clone, Default)]
@@ -22,17 +23,6 @@ pub struct Selection {
     /// `--layer-quant` rules in order: a glob and its scheme (`None`: unquantized).
     rules: Vec<(Pattern, Option<QuantScheme>)>,
 }
-
-/// Projections a decoder layer may hold (Llama, Mistral, Qwen2 names).
-const LINEAR_SUFFIXES: [&str; 7] = [
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-];
 
 impl Selection {
     pub fn new(include: &[String], exclude: &[String]) -> Result<Self> {
@@ -80,7 +70,7 @@ impl Selection {
         let module = name.strip_suffix(".weight")?;
         let rest = module.strip_prefix("model.layers.")?;
         let (layer, suffix) = rest.split_once('.')?;
-        (shape.len() == 2 && layer.parse::<u64>().is_ok() && LINEAR_SUFFIXES.contains(&suffix))
+        (shape.len() == 2 && layer.parse::<u64>().is_ok() && LAYER_LINEARS.contains(&suffix))
             .then_some(module)
     }
 
