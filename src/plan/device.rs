@@ -39,9 +39,7 @@ impl Device {
             },
         }
     }
-}
 
-impl Device {
     /// Whether work of this kind goes to the GPU on a resolved device: always with `Cuda`;
     /// with `Auto` only compute-bound work. Measured on an H200 host (README, CUDA section):
     /// the k-quant search is 5.6× faster there than on 2 CPU threads, while for memory-bound
