@@ -595,6 +595,25 @@ fn kv_cache_scales(calibration: &Calibration, cfg: &ModelConfig) -> Result<KvSca
 /// Rows decoded per step of a plan-time read pass (bounds its memory to a few MiB per thread).
 const PASS_ROWS_BYTES: usize = 4 << 20;
 
+/// A plan-time read pass over `src`: its dtype, its row width and the bytes of whole rows read
+/// per step (about [`PASS_ROWS_BYTES`], at least one row).
+fn pass_geometry(
+    ckpt: &Checkpoint,
+    src: &crate::checkpoint::SourceTensor,
+) -> Result<(formats::Dtype, usize, usize)> {
+    let dtype = src
+        .ty
+        .dense()
+        .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, src, "quantized"))?;
+    let cols = src.shape.last().copied().unwrap_or(1) as usize;
+    let row_bytes = (cols * dtype.size()).max(1);
+    Ok((
+        dtype,
+        cols,
+        (PASS_ROWS_BYTES / row_bytes).max(1) * row_bytes,
+    ))
+}
+
 /// Runs `f` over `src`'s rows decoded to f32, chunk by chunk, releasing the pages read; fails
 /// on NaN / ±Inf naming the tensor.
 fn for_each_row_chunk(
@@ -603,16 +622,10 @@ fn for_each_row_chunk(
     mut f: impl FnMut(&[f32]),
 ) -> Result<()> {
     let path = &ckpt.file_paths()[src.file];
-    let dtype = src
-        .ty
-        .dense()
-        .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, src, "quantized"))?;
-    let cols = src.shape.last().copied().unwrap_or(1) as usize;
-    let row_bytes = cols * dtype.size();
-    let per = (PASS_ROWS_BYTES / row_bytes.max(1)).max(1);
+    let (dtype, cols, chunk_bytes) = pass_geometry(ckpt, src)?;
     let bytes = ckpt.bytes(src);
     let mut buf = Vec::new();
-    for (c, chunk) in bytes.chunks(per * row_bytes).enumerate() {
+    for (c, chunk) in bytes.chunks(chunk_bytes).enumerate() {
         buf.resize(chunk.len() / dtype.size(), 0.0f32);
         kernels::cpu::cast::decode_f32(chunk, dtype, &mut buf)
             .map_err(|e| Error::tensor(path, &src.name, e.to_string()))?;
@@ -621,13 +634,13 @@ fn for_each_row_chunk(
                 path,
                 &src.name,
                 buf[i],
-                c * per * cols + i,
+                c * chunk_bytes / dtype.size() + i,
                 cols,
             ));
         }
         f(&buf);
         ckpt.mapped(src.file)
-            .release(src.start + (c * per * row_bytes) as u64, chunk.len() as u64);
+            .release(src.start + (c * chunk_bytes) as u64, chunk.len() as u64);
     }
     Ok(())
 }
@@ -655,13 +668,7 @@ fn fp8_weight_scales(ckpt: &Checkpoint, linears: &mut [LinearState]) -> Result<(
         .map(|l| {
             let src = &sources[l.source_index];
             let path = &ckpt.file_paths()[src.file];
-            let dtype = src
-                .ty
-                .dense()
-                .ok_or_else(|| crate::checkpoint::unsupported_type(ckpt, src, "quantized"))?;
-            let cols = src.shape.last().copied().unwrap_or(1) as usize;
-            let row_bytes = (cols * dtype.size()).max(1);
-            let per = (PASS_ROWS_BYTES / row_bytes).max(1) * row_bytes;
+            let (dtype, cols, per) = pass_geometry(ckpt, src)?;
             let mut amax = 0.0f32;
             for (c, chunk) in ckpt.bytes(src).chunks(per).enumerate() {
                 match amax_encoded(chunk, dtype)
