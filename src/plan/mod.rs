@@ -11,7 +11,7 @@ mod rows;
 
 pub use device::{with_quantizer, Device};
 
-pub use exec::{execute, execute_produced, ExecOptions, ExecStats};
+pub use exec::{execute, execute_produced, ExecOptions, ExecStats, WRITE_PIECE_BYTES};
 
 use crate::error::Result;
 use formats::gguf::GgmlType;

@@ -9,7 +9,7 @@
 
 use crate::checkpoint::SourceTensor;
 use crate::error::{Error, Result};
-use crate::plan::{DirectPiece, TensorProducer};
+use crate::plan::{DirectPiece, TensorProducer, WRITE_PIECE_BYTES};
 use crate::shard::input::Reader;
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct Gather {
     runs: Vec<RowRun>,
     cols: Option<Columns>,
     out_row_bytes: u64,
-    /// [`MIN_FILE_RUN`] and [`PIECE_BYTES`] (tests lower them to cover every path on small
+    /// [`MIN_FILE_RUN`] and [`WRITE_PIECE_BYTES`] (tests lower them to cover every path on small
     /// tensors).
     min_file_run: u64,
     piece_bytes: u64,
@@ -124,7 +124,7 @@ impl Gather {
             cols,
             out_row_bytes,
             min_file_run: MIN_FILE_RUN,
-            piece_bytes: PIECE_BYTES,
+            piece_bytes: WRITE_PIECE_BYTES,
         })
     }
 
@@ -295,7 +295,7 @@ impl TensorProducer for Gather {
         BUFFERS.with(|b| self.gather(&runs, dst, &mut b.borrow_mut().1))
     }
 
-    /// In pieces of [`PIECE_BYTES`]: long runs of whole kept rows are handed over as file
+    /// In pieces of [`WRITE_PIECE_BYTES`]: long runs of whole kept rows are handed over as file
     /// ranges, which the executor copies inside the kernel; the rows between them (short runs,
     /// rows losing columns) are gathered in this worker's reused buffers and written one
     /// stretch at a time.
@@ -316,12 +316,6 @@ impl TensorProducer for Gather {
         Ok(true)
     }
 }
-
-/// Bytes a chunk is gathered and written in at a time (about the second-level cache): the
-/// kernel's copy into the page cache then reads them while they are still cached. Measured on
-/// the bench model (2 threads): 8 MiB pieces (the executor's chunk) took twice the CPU time
-/// of 1 MiB ones; 256 KiB and 2 MiB pieces were slower than 1 MiB.
-const PIECE_BYTES: u64 = 1 << 20;
 
 impl Gather {
     /// [`TensorProducer::write_direct`] for output rows `first_row..first_row+rows`.
